@@ -1,0 +1,397 @@
+"""The stack's configuration: the documented tiers as data, and the `gaia-db:` config contract, validated.
+
+Every invalid value fails here, before any resource is declared, with one sentence naming the key, the value and
+what is allowed. `parse_settings` is pure (a dict in, `Settings` out) so every rule is testable without an engine;
+`load_settings` only gathers the raw values from Pulumi config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import pulumi
+
+from components import sizing
+from components.sizing import Size
+
+Provider = Literal["fly", "aws", "gcp", "local"]
+Environment = Literal["dev", "staging", "prod"]
+FlyFlavor = Literal["postgres", "mpg"]
+
+PROVIDERS: tuple[Provider, ...] = ("fly", "aws", "gcp", "local")
+ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
+FLY_FLAVORS: tuple[FlyFlavor, ...] = ("postgres", "mpg")
+
+MAX_READ_REPLICAS = 5
+RETENTION_DAYS = (1, 35)
+CPU_RANGE = (1, 96)
+MEMORY_MB_RANGE = (256, 786_432)  # 768 GB: the largest class any of the three clouds offers
+STORAGE_GB_RANGE = (10, 65_536)  # RDS's 64 TiB ceiling
+POOL_SIZE_RANGE = (1, 500)
+POOL_OVERFLOW_RANGE = (0, 1000)
+DEFAULT_LOCAL_PORT = 54320  # clear of a system PostgreSQL on 5432
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{DOMAIN_LABEL}(?:\.{DOMAIN_LABEL})+$")
+FLY_REGION = re.compile(r"^[a-z]{3}$")
+FLY_ORG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class SettingsError(pulumi.RunError):
+    """An invalid config value; Pulumi prints the message alone, without a traceback."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    size: int
+    max_overflow: int
+
+
+@dataclass(frozen=True)
+class Tier:
+    size: Size
+    read_replicas: int
+    backup_retention_days: int
+    point_in_time_recovery: bool  # WAL-based PITR; dev keeps daily snapshots only
+    pool: Pool
+
+
+# The seed's "Scaling Strategies", "Point-in-Time Recovery" and config/database.yaml, as data.
+TIERS: dict[Environment, Tier] = {
+    "dev": Tier(Size(cpus=1, memory_mb=256, storage_gb=10), 0, 1, False, Pool(5, 10)),
+    "staging": Tier(Size(cpus=2, memory_mb=1024, storage_gb=50), 0, 3, True, Pool(10, 20)),
+    "prod": Tier(Size(cpus=8, memory_mb=16384, storage_gb=500), 2, 7, True, Pool(20, 40)),
+}
+
+
+@dataclass(frozen=True)
+class FlySettings:
+    org: str
+    region: str
+    flavor: FlyFlavor
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    vpc_id: str | None
+    subnet_ids: tuple[str, ...]
+    allowed_cidrs: tuple[str, ...]
+    allowed_security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GcpSettings:
+    project: str | None
+    region: str | None
+    private_network: str | None
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    port: int
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    provider: Provider
+    environment: Environment
+    admin_email: str
+    size: Size
+    read_replicas: int
+    backup_retention_days: int
+    point_in_time_recovery: bool
+    pool: Pool
+    database_name: str
+    admin_key_version: int
+    fly: FlySettings | None = None
+    aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
+    local: LocalSettings | None = None
+    # Secrets stay Outputs from the moment they are read.
+    fly_api_token: pulumi.Output[str] | None = None
+    release_url: pulumi.Output[str] | None = None
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def resource_prefix(self) -> str:
+        """`gaia-db-<env>` as in the seed; a local stack is named after the stack so several can coexist."""
+        return f"gaia-db-{self.stack if self.provider == 'local' else self.environment}"
+
+
+# --- value checks: each returns the clean value or raises one sentence naming key, value and what is allowed ---
+
+T = TypeVar("T")
+
+
+def _fail(key: str, value: Any, allowed: str) -> SettingsError:
+    return SettingsError(f"gaia-db:{key} is {json.dumps(value)}, but {allowed}.")
+
+
+def _string(key: str, value: Any, pattern: re.Pattern[str] | None = None, allowed: str = "it must be a string") -> str:
+    if not isinstance(value, str) or not value or (pattern is not None and not pattern.match(value)):
+        raise _fail(key, value, allowed)
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple[T, ...]) -> T:
+    if value not in choices:
+        raise _fail(key, value, "it must be one of " + ", ".join(map(str, choices)))
+    return cast(T, value)
+
+
+def _int(key: str, value: Any, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    # Pulumi config stores scalars as strings, so "3" is as good as 3; booleans and fractions are not integers.
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(key, value, f"it must be an integer from {low} to {high}")
+    return value
+
+
+def _object(key: str, value: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    fields = ", ".join(required + optional)
+    if not isinstance(value, dict):
+        raise _fail(key, value, f"it must be an object with {fields}")
+    unknown = sorted(set(value) - set(required) - set(optional))
+    if unknown:
+        raise _fail(key, value, f"{', '.join(unknown)} is not a field of it (allowed: {fields})")
+    missing = [name for name in required if name not in value]
+    if missing:
+        raise _fail(key, value, f"it lacks {', '.join(missing)} (required: {', '.join(required)})")
+    return value
+
+
+def _string_list(key: str, value: Any, check: Callable[[str, Any], str]) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(key, value, "it must be a list of strings")
+    return tuple(check(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+def _cidr(key: str, value: Any) -> str:
+    try:
+        network = ipaddress.ip_network(_string(key, value), strict=True)
+    except ValueError:
+        raise _fail(key, value, "it must be a CIDR block such as 10.0.0.0/16") from None
+    if network.prefixlen == 0:
+        raise _fail(key, value, "the database is never open to the whole internet; name the networks that need it")
+    return str(network)
+
+
+def _aws_id(kind: str) -> Callable[[str, Any], str]:
+    pattern = re.compile(rf"^{kind}-[0-9a-f]{{8,17}}$")
+    return lambda key, value: _string(key, value, pattern, f"it must be an AWS id such as {kind}-0123abcd")
+
+
+def _email(key: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 255 or not EMAIL.match(value):
+        raise _fail(key, value, "it must be an e-mail address such as admin@dev.gaia.com (at most 255 characters)")
+    return value
+
+
+# --- the contract ---
+
+KNOWN_KEYS = (
+    "provider", "environment", "adminEmail", "size", "readReplicas", "backupRetentionDays", "pool", "databaseName",
+    "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl",
+)
+
+
+def parse_settings(
+    raw: Mapping[str, Any],
+    *,
+    stack: str,
+    fly_api_token: pulumi.Output[str] | None = None,
+    release_url: pulumi.Output[str] | None = None,
+    gcp_project: str | None = None,
+    gcp_region: str | None = None,
+) -> Settings:
+    """Validate the `gaia-db:` config (secrets excluded: they arrive as Outputs) into `Settings`."""
+    unknown = sorted(set(raw) - set(KNOWN_KEYS))
+    if unknown:
+        raise SettingsError(
+            f"gaia-db:{unknown[0]} is not a gaia-db setting; the settings are {', '.join(KNOWN_KEYS)}."
+        )
+    if "provider" not in raw:
+        raise SettingsError(f"gaia-db:provider is not set; set it to one of {', '.join(PROVIDERS)}.")
+    provider = _choice("provider", raw["provider"], PROVIDERS)
+
+    if "environment" in raw:
+        environment = _choice("environment", raw["environment"], ENVIRONMENTS)
+    elif stack in ENVIRONMENTS:
+        environment = stack
+    else:
+        raise SettingsError(
+            f"gaia-db:environment is not set and the stack name {json.dumps(stack)} is not an environment; "
+            f"set it to one of {', '.join(ENVIRONMENTS)}."
+        )
+    tier = TIERS[environment]
+
+    if "adminEmail" not in raw:
+        raise SettingsError("gaia-db:adminEmail is not set; set it to the platform admin's e-mail address.")
+    admin_email = _email("adminEmail", raw["adminEmail"])
+
+    size = tier.size
+    if "size" in raw:
+        obj = _object("size", raw["size"], ("cpus", "memoryMb", "storageGb"))
+        size = Size(
+            cpus=_int("size.cpus", obj["cpus"], CPU_RANGE),
+            memory_mb=_int("size.memoryMb", obj["memoryMb"], MEMORY_MB_RANGE),
+            storage_gb=_int("size.storageGb", obj["storageGb"], STORAGE_GB_RANGE),
+        )
+
+    pool = tier.pool
+    if "pool" in raw:
+        obj = _object("pool", raw["pool"], ("size", "maxOverflow"))
+        pool = Pool(_int("pool.size", obj["size"], POOL_SIZE_RANGE),
+                    _int("pool.maxOverflow", obj["maxOverflow"], POOL_OVERFLOW_RANGE))
+
+    read_replicas = _int("readReplicas", raw.get("readReplicas", tier.read_replicas), (0, MAX_READ_REPLICAS))
+    retention = _int("backupRetentionDays", raw.get("backupRetentionDays", tier.backup_retention_days), RETENTION_DAYS)
+    admin_key_version = _int("adminKeyVersion", raw.get("adminKeyVersion", 1), (1, 1_000_000))
+
+    default_name = {"fly": "postgres", "aws": "llm_platform", "gcp": "llm_platform", "local": f"gaia_{environment}"}
+    database_name = _string(
+        "databaseName", raw.get("databaseName", default_name[provider]), IDENTIFIER,
+        "it must be a lower-case PostgreSQL identifier (letters, digits, underscores; at most 63 characters)",
+    )
+
+    fly = aws = gcp = local = None
+    for section in ("fly", "aws", "gcp", "local"):
+        if section in raw and section != provider:
+            raise _fail(section, raw[section], f"this stack's provider is {provider}; remove the {section} section")
+
+    if provider == "fly":
+        obj = _object("fly", raw.get("fly"), ("org",), ("region", "flavor"))
+        fly = FlySettings(
+            org=_string("fly.org", obj["org"], FLY_ORG, "it must be a Fly.io organization slug such as personal"),
+            region=_string("fly.region", obj.get("region", "lax"), FLY_REGION,
+                           "it must be a three-letter Fly.io region code such as lax"),
+            flavor=_choice("fly.flavor", obj.get("flavor", "postgres"), FLY_FLAVORS),
+        )
+        if fly_api_token is None:
+            raise SettingsError(
+                "gaia-db:flyApiToken is not set, but a fly stack needs it; "
+                "set it with `pulumi config set --secret flyApiToken <token>`."
+            )
+    elif provider == "aws":
+        obj = _object("aws", raw.get("aws", {}), (), ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds"))
+        subnet_ids = _string_list("aws.subnetIds", obj.get("subnetIds", []), _aws_id("subnet"))
+        vpc_id = _aws_id("vpc")("aws.vpcId", obj["vpcId"]) if "vpcId" in obj else None
+        if subnet_ids and vpc_id is None:
+            raise _fail("aws.subnetIds", list(subnet_ids), "subnets need their aws.vpcId set too")
+        if len(subnet_ids) == 1:
+            raise _fail("aws.subnetIds", list(subnet_ids), "an RDS subnet group needs at least two subnets")
+        aws = AwsSettings(
+            vpc_id=vpc_id,
+            subnet_ids=subnet_ids,
+            allowed_cidrs=_string_list("aws.allowedCidrs", obj.get("allowedCidrs", []), _cidr),
+            allowed_security_group_ids=_string_list(
+                "aws.allowedSecurityGroupIds", obj.get("allowedSecurityGroupIds", []), _aws_id("sg")
+            ),
+        )
+    elif provider == "gcp":
+        obj = _object("gcp", raw.get("gcp", {}), (), ("privateNetwork",))
+        network = None
+        if "privateNetwork" in obj:
+            network = _string("gcp.privateNetwork", obj["privateNetwork"],
+                              re.compile(r"^(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/global/networks/[^/]+$"),
+                              "it must be a VPC network path such as projects/my-project/global/networks/default")
+        gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network)
+    else:
+        obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
+        port = _int("local.port", obj.get("port", DEFAULT_LOCAL_PORT), (1024, 65535 - read_replicas))
+        local = LocalSettings(port=port, data_dir=_string("local.dataDir", obj.get("dataDir", f".gaia/{stack}")))
+
+    if "size" in raw:
+        _check_fits(provider, size, production=environment == "prod")
+
+    if provider != "fly" and fly_api_token is not None:
+        raise SettingsError(f"gaia-db:flyApiToken is set, but this stack's provider is {provider}; remove it.")
+
+    return Settings(
+        stack=stack,
+        provider=provider,
+        environment=environment,
+        admin_email=admin_email,
+        size=size,
+        read_replicas=read_replicas,
+        backup_retention_days=retention,
+        point_in_time_recovery=tier.point_in_time_recovery,
+        pool=pool,
+        database_name=database_name,
+        admin_key_version=admin_key_version,
+        fly=fly,
+        aws=aws,
+        gcp=gcp,
+        local=local,
+        fly_api_token=fly_api_token,
+        release_url=release_url,
+    )
+
+
+def _check_fits(provider: Provider, size: Size, *, production: bool) -> None:
+    """A custom size must map onto a class the provider really has (local runs whatever it is given)."""
+    choose: dict[Provider, Callable[[], object]] = {
+        "aws": lambda: sizing.rds_instance_class(size, production=production),
+        "gcp": lambda: sizing.cloudsql_tier(size),
+        "fly": lambda: sizing.fly_vm(size, production=production),
+        "local": lambda: None,
+    }
+    try:
+        choose[provider]()
+    except sizing.SizingError as error:
+        size_json = {"cpus": size.cpus, "memoryMb": size.memory_mb, "storageGb": size.storage_gb}
+        raise _fail("size", size_json, f"{error} on {provider}") from None
+
+
+SECRET_KEYS = ("flyApiToken", "releaseUrl")
+
+
+def _decode(value: str) -> Any:
+    """Pulumi hands every config value over as a string; objects, lists and numbers arrive as JSON."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def load_settings() -> Settings:
+    """Read the stack's `gaia-db:` (and `gcp:`) config and validate it."""
+    config = pulumi.Config("gaia-db")
+    raw = {}
+    for key in _configured_keys():
+        if key not in SECRET_KEYS:
+            value = config.get(key)
+            if value is not None:
+                raw[key] = _decode(value)
+    gcp = pulumi.Config("gcp")
+    return parse_settings(
+        raw,
+        stack=pulumi.get_stack(),
+        fly_api_token=config.get_secret("flyApiToken"),
+        release_url=config.get_secret("releaseUrl"),
+        gcp_project=gcp.get("project"),
+        gcp_region=gcp.get("region"),
+    )
+
+
+def _configured_keys() -> list[str]:
+    """Every `gaia-db:` key the stack sets, so a misspelt key is reported instead of silently ignored."""
+    from pulumi.runtime import config as runtime_config
+
+    prefix = "gaia-db:"
+    # The CLI hands config over in PULUMI_CONFIG; the SDK's set_all_config (tests, automation) fills CONFIG.
+    keys = set(runtime_config.get_config_env()) | set(runtime_config.CONFIG.get())
+    return sorted(key[len(prefix):] for key in keys if key.startswith(prefix))

@@ -1,0 +1,125 @@
+"""From the documented size (CPUs, memory, storage) to the smallest provider class that meets it. Pure functions.
+
+One rule is shared by all three clouds: production never runs on burstable / shared CPUs, whose credits run out
+under sustained load; dev and staging take the cheapest class that meets the size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MB_PER_GB = 1024
+
+
+@dataclass(frozen=True)
+class Size:
+    cpus: int
+    memory_mb: int
+    storage_gb: int
+
+
+@dataclass(frozen=True)
+class InstanceClass:
+    name: str
+    cpus: int
+    memory_mb: int
+    burstable: bool
+
+
+def _rds(family: str, size: str, cpus: int, memory_gb: int) -> InstanceClass:
+    return InstanceClass(f"db.{family}.{size}", cpus, memory_gb * MB_PER_GB, burstable=family.startswith("t"))
+
+
+# Graviton classes for PostgreSQL, cheapest first within equal CPUs (t4g < m7g < r7g), then the 96-vCPU Intel ones.
+RDS_CLASSES: tuple[InstanceClass, ...] = (
+    _rds("t4g", "micro", 2, 1), _rds("t4g", "small", 2, 2), _rds("t4g", "medium", 2, 4), _rds("t4g", "large", 2, 8),
+    _rds("m7g", "large", 2, 8), _rds("r7g", "large", 2, 16),
+    _rds("t4g", "xlarge", 4, 16), _rds("m7g", "xlarge", 4, 16), _rds("r7g", "xlarge", 4, 32),
+    _rds("t4g", "2xlarge", 8, 32), _rds("m7g", "2xlarge", 8, 32), _rds("r7g", "2xlarge", 8, 64),
+    _rds("m7g", "4xlarge", 16, 64), _rds("r7g", "4xlarge", 16, 128),
+    _rds("m7g", "8xlarge", 32, 128), _rds("r7g", "8xlarge", 32, 256),
+    _rds("m7g", "12xlarge", 48, 192), _rds("r7g", "12xlarge", 48, 384),
+    _rds("m7g", "16xlarge", 64, 256), _rds("r7g", "16xlarge", 64, 512),
+    _rds("m6i", "24xlarge", 96, 384), _rds("r6i", "24xlarge", 96, 768),
+)
+
+
+class SizingError(ValueError):
+    """No class of the provider meets the size; the message says what does exist."""
+
+
+def rds_instance_class(size: Size, *, production: bool) -> str:
+    """The first (cheapest) RDS class with at least the CPUs and memory; no burstable class in production."""
+    for candidate in RDS_CLASSES:
+        if candidate.burstable and production:
+            continue
+        if candidate.cpus >= size.cpus and candidate.memory_mb >= size.memory_mb:
+            return candidate.name
+    raise SizingError(
+        f"no RDS instance class has {size.cpus} vCPUs and {size.memory_mb} MB (the largest: 96 vCPUs, 768 GB)"
+    )
+
+
+# Cloud SQL Enterprise custom machine types: 1 or an even number of vCPUs up to 96; memory a multiple of 256 MB,
+# 0.9 to 6.5 GB per vCPU, and at least 3.75 GB.
+CLOUDSQL_MAX_CPUS = 96
+CLOUDSQL_MIN_MEMORY_MB = 3840
+CLOUDSQL_MEMORY_STEP_MB = 256
+
+
+def _round_up(value: float, step: int) -> int:
+    return int(math.ceil(value / step) * step)
+
+
+def cloudsql_tier(size: Size) -> str:
+    """The smallest `db-custom-<cpus>-<memoryMb>` tier meeting the size (shared-core tiers give under one vCPU)."""
+    cpus = size.cpus if size.cpus == 1 else size.cpus + size.cpus % 2
+    while cpus <= CLOUDSQL_MAX_CPUS:
+        memory = _round_up(
+            max(size.memory_mb, CLOUDSQL_MIN_MEMORY_MB, 0.9 * MB_PER_GB * cpus), CLOUDSQL_MEMORY_STEP_MB
+        )
+        if memory <= 6.5 * MB_PER_GB * cpus:
+            return f"db-custom-{cpus}-{memory}"
+        # More memory than 6.5 GB per vCPU allows: the next allowed CPU count gives room.
+        cpus = 2 if cpus == 1 else cpus + 2
+    raise SizingError(
+        f"no Cloud SQL custom tier has {size.cpus} vCPUs and {size.memory_mb} MB (at most 96 vCPUs, 6.5 GB per vCPU)"
+    )
+
+
+@dataclass(frozen=True)
+class FlyVm:
+    size: str  # --vm-size
+    memory_mb: int  # --vm-memory, always passed: a preset alone brings its own default memory
+
+
+@dataclass(frozen=True)
+class _FlyPreset:
+    name: str
+    cpus: int
+    min_memory_mb: int
+    max_memory_mb: int
+    shared: bool
+
+
+# Fly Machines presets: shared CPUs allow 256 MB to 2 GB per CPU, performance CPUs 2 GB to 8 GB per CPU.
+FLY_PRESETS: tuple[_FlyPreset, ...] = tuple(
+    _FlyPreset(f"shared-cpu-{n}x", n, 256 * n, 2048 * n, shared=True) for n in (1, 2, 4, 8)
+) + tuple(
+    _FlyPreset(f"performance-{n}x", n, 2048 * n, 8192 * n, shared=False) for n in (1, 2, 4, 8, 16)
+)
+
+
+def fly_vm(size: Size, *, production: bool) -> FlyVm:
+    """The smallest Fly preset with the CPUs and a memory setting it allows (in 256 MB steps)."""
+    memory = _round_up(size.memory_mb, 256)
+    for preset in FLY_PRESETS:
+        if preset.shared and production:
+            continue
+        if preset.cpus >= size.cpus and memory <= preset.max_memory_mb:
+            return FlyVm(preset.name, max(memory, preset.min_memory_mb))
+    raise SizingError(
+        f"no Fly Machine preset has {size.cpus} CPUs and {size.memory_mb} MB (at most 16 CPUs, 128 GB"
+        + (" on performance CPUs in production)" if production else ")")
+    )
