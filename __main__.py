@@ -1,0 +1,23 @@
+"""gaia-db: one PostgreSQL per environment. Read settings, declare the database, export its contract."""
+
+import pulumi
+
+from components.database import PortableDatabase
+from components.settings import load_settings
+
+settings = load_settings()
+database = PortableDatabase(settings.resource_prefix, settings)
+cluster = database.cluster
+
+pulumi.export("databaseUrl", database.database_url)
+pulumi.export("readerUrls", database.reader_urls)
+pulumi.export("serviceUrls", database.service_urls)
+pulumi.export("adminApiKey", pulumi.Output.secret(database.admin_api_key))
+pulumi.export("host", cluster.host)
+pulumi.export("port", cluster.port)
+pulumi.export("databaseName", cluster.database_name)
+pulumi.export("provider", settings.provider)
+pulumi.export("environment", settings.environment)
+pulumi.export("pool", {"size": settings.pool.size, "maxOverflow": settings.pool.max_overflow})
+if database.socket_url is not None:
+    pulumi.export("databaseSocketUrl", database.socket_url)

@@ -1,0 +1,96 @@
+"""PortableDatabase: one environment's PostgreSQL on the stack's provider, its credentials, and its connection URLs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import pulumi
+import pulumi_random as random
+
+from components.cluster import DatabaseCluster
+from components.settings import Provider, Settings
+from dbops.names import SERVICE_ROLES, SERVICES
+from dbops.urls import build_url
+
+# Each provider's module is imported only when its stack needs it: pulumi_gcp alone takes seconds to import.
+CLUSTER_CLASSES: dict[Provider, tuple[str, str]] = {
+    "aws": ("components.aws", "AwsCluster"),
+    "gcp": ("components.gcp", "GcpCluster"),
+    "fly": ("components.fly", "FlyCluster"),
+    "local": ("components.local", "LocalCluster"),
+}
+PASSWORD_LENGTH = 40
+API_KEY_LENGTH = 48
+
+
+ClusterClass = Callable[[str, Settings, pulumi.Input[str], pulumi.ResourceOptions], DatabaseCluster]
+
+
+def _cluster_class(provider: Provider) -> ClusterClass:
+    module, name = CLUSTER_CLASSES[provider]
+    cls: ClusterClass = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def _secret(
+    name: str, parent: pulumi.Resource, length: int, keepers: dict[str, str] | None = None
+) -> random.RandomPassword:
+    # Letters and digits only: RDS refuses '/', '@', '"' and spaces in a master password, and URLs stay readable.
+    return random.RandomPassword(
+        name, length=length, special=False, keepers=keepers, opts=pulumi.ResourceOptions(parent=parent)
+    )
+
+
+class PortableDatabase(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gaia:index:PortableDatabase", name, None, opts)
+        self.settings = settings
+
+        admin_password = _secret(f"{name}-admin-password", self, PASSWORD_LENGTH)
+        self.role_passwords: dict[str, pulumi.Output[str]] = {
+            service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH).result for service in SERVICES
+        }
+        # Bumping adminKeyVersion replaces this password, which is how the admin API key is rotated.
+        self.admin_api_key: pulumi.Output[str] = _secret(
+            f"{name}-admin-api-key", self, API_KEY_LENGTH, keepers={"version": str(settings.admin_key_version)}
+        ).result
+
+        self.cluster = _cluster_class(settings.provider)(
+            name, settings, admin_password.result, pulumi.ResourceOptions(parent=self)
+        )
+
+        cluster = self.cluster
+        user, password = cluster.admin_user, cluster.admin_password
+
+        def url(user: pulumi.Input[str], password: pulumi.Input[str], host: pulumi.Input[str],
+                port: pulumi.Input[int]) -> pulumi.Output[str]:
+            return pulumi.Output.secret(
+                pulumi.Output.all(user, password, host, port, cluster.database_name).apply(
+                    lambda a: build_url(user=a[0], password=a[1], host=a[2], port=int(a[3]), database=a[4],
+                                        sslmode=cluster.sslmode)
+                )
+            )
+
+        self.database_url = url(user, password, cluster.host, cluster.port)
+        self.reader_urls: pulumi.Output[list[str]] = pulumi.Output.secret(
+            cluster.readers.apply(
+                lambda readers: pulumi.Output.all(*[url(user, password, r["host"], r["port"]) for r in readers])
+            )
+        )
+        self.service_urls: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+            pulumi.Output.all(**{
+                service: url(SERVICE_ROLES[service], role_password, cluster.host, cluster.port)
+                for service, role_password in self.role_passwords.items()
+            })
+        )
+        # Cloud SQL's unix-socket form (Cloud Run, the Auth Proxy's socket directory).
+        self.socket_url: pulumi.Output[str] | None = None
+        if cluster.socket_dir is not None:
+            self.socket_url = pulumi.Output.secret(
+                pulumi.Output.all(user, password, cluster.database_name, cluster.socket_dir).apply(
+                    lambda a: build_url(user=a[0], password=a[1], host="", port=0, database=a[2],
+                                        sslmode=cluster.sslmode, socket_dir=a[3])
+                )
+            )
+        self.register_outputs({"databaseUrl": self.database_url, "serviceUrls": self.service_urls})

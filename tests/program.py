@@ -1,0 +1,188 @@
+"""Evaluate the real Pulumi program (`__main__.py`) under the SDK's mock engine and record what it declares.
+
+The recording monitor keeps what the engine would receive: each resource's type, name, inputs, which inputs are
+secret, its options (protect, parent, dependencies, additional secret outputs), and the stack outputs with their
+secretness. Nothing here talks to a cloud or to the Pulumi CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "gaia-db"
+SECRET_SIG = rpc._special_secret_sig  # the marker the SDK puts on a secret value on the wire
+
+
+@dataclass
+class Declared:
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    secret_inputs: set[str]
+    protect: bool
+    parent: str
+    dependencies: list[str]
+    additional_secret_outputs: list[str]
+    custom: bool
+
+
+@dataclass
+class Evaluation:
+    resources: list[Declared] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, typ: str) -> list[Declared]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name_suffix: str = "") -> Declared:
+        found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {typ} ending {name_suffix!r}, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Declared:
+        return next(r for r in self.resources if r.urn == urn)
+
+
+def unwrap(value: Any) -> Any:
+    """A deserialised value with the SDK's secret wrappers removed (secretness is recorded separately)."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == SECRET_SIG:
+            return unwrap(value["value"])
+        return {key: unwrap(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap(item) for item in value]
+    return value
+
+
+def _secret_paths(struct: Any) -> set[str]:
+    """Top-level property names whose value is (or contains) a secret on the wire."""
+    as_dict = json_format.MessageToDict(struct)
+    return {key for key, value in as_dict.items() if SECRET_SIG in json.dumps(value)}
+
+
+class FakeCloud(mocks.Mocks):
+    """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`."""
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        name = args.inputs.get("identifier") or args.inputs.get("name") or args.name
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"pw-{args.name}-" + "x" * 8
+        elif args.typ == "random:index/randomId:RandomId":
+            outputs["hex"] = "0a1b2c3d"
+        elif args.typ == "aws:rds/instance:Instance":
+            outputs.update(address=f"{name}.c0ffee.us-west-2.rds.amazonaws.com", port=5432,
+                           dbName=args.inputs.get("dbName"), username=args.inputs.get("username"))
+        elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
+            outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
+                           connectionName=f"gaia-project:us-west1:{name}")
+        return f"{args.name}-id", outputs
+
+    def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        # A plain dict: the mock monitor's tuple form wants a (possibly empty) list of failures.
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": args.args.get("id") or "vpc-0default00000000", "cidrBlock": "172.31.0.0/16"}
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            return {"ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]}
+        return {}
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    def __init__(self, cloud: mocks.Mocks, evaluation: Evaluation) -> None:
+        super().__init__(cloud)
+        self.evaluation = evaluation
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.evaluation.resources.append(
+                Declared(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    inputs=unwrap(rpc.deserialize_properties(request.object)),
+                    secret_inputs=_secret_paths(request.object),
+                    protect=request.protect,
+                    parent=request.parent,
+                    dependencies=list(request.dependencies),
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
+                    custom=request.custom,
+                )
+            )
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        if request.urn.endswith("::" + f"{PROJECT}-{settings.get_stack()}") and "pulumi:pulumi:Stack" in request.urn:
+            self.evaluation.outputs = unwrap(rpc.deserialize_properties(request.outputs))
+            self.evaluation.secret_outputs = _secret_paths(request.outputs)
+        return super().RegisterResourceOutputs(request)
+
+
+def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The `gaia-db:` config of Pulumi.<stack>.yaml (comments and all, as the CLI reads it), plus overrides."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config = dict(document.get("config") or {})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return config
+
+
+@contextmanager
+def _in_project_dir() -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def evaluate(
+    stack: str,
+    config: Mapping[str, Any],
+    *,
+    preview: bool = False,
+    secret_keys: tuple[str, ...] = ("gaia-db:flyApiToken", "gaia-db:releaseUrl"),
+    cloud: mocks.Mocks | None = None,
+) -> Evaluation:
+    """Run `__main__.py` for `stack` with `config` (full keys such as `gaia-db:provider`) and record it."""
+    evaluation = Evaluation()
+    monitor = RecordingMonitor(cloud or FakeCloud(), evaluation)
+    # Pulumi config values are strings; objects travel as JSON, exactly as the CLI hands them to the program.
+    as_strings = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+    set_all_config(as_strings, [key for key in secret_keys if key in as_strings])
+    mocks.set_mocks(cloud or FakeCloud(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    settings.set_root_resource(None)  # type: ignore[arg-type]  # run_in_stack makes the stack resource, as the CLI does
+    with _in_project_dir():
+        _sync_await(run_in_stack(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    return evaluation
+
+
+def run_error(stack: str, config: Mapping[str, Any]) -> str:
+    """The one-sentence error the program stops with for this config (it must stop with one)."""
+    try:
+        evaluate(stack, config)
+    except pulumi.RunError as error:
+        return str(error)
+    raise AssertionError("the program accepted the config")

@@ -1,0 +1,240 @@
+"""The real program (`__main__.py` + the real stack files) under the mock engine, for every stack x provider.
+
+Every documented number and flag is read back from the declared resources' inputs, and the stack outputs are
+checked for their names, values and secretness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from program import Declared, Evaluation, evaluate, run_error, stack_config
+
+from components.settings import TIERS
+from components.sizing import cloudsql_tier, rds_instance_class
+
+ENVS = ("dev", "staging", "prod")
+RDS = "aws:rds/instance:Instance"
+CLOUDSQL = "gcp:sql/databaseInstance:DatabaseInstance"
+PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool"}
+SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceUrls", "adminApiKey"}
+
+
+def config_for(env: str, provider: str, **extra: Any) -> dict[str, Any]:
+    """The real Pulumi.<env>.yaml, switched to another provider the way a user would edit it."""
+    overrides: dict[str, Any] = {"gaia-db:provider": provider}
+    if provider != "fly":
+        overrides["gaia-db:fly"] = None
+    else:
+        overrides["gaia-db:flyApiToken"] = "fly-api-token-value"
+    overrides.update({f"gaia-db:{key}": value for key, value in extra.items()})
+    return stack_config(env, overrides)
+
+
+_cache: dict[tuple[str, str, bool], Evaluation] = {}
+
+
+def program(env: str, provider: str, preview: bool = False) -> Evaluation:
+    key = (env, provider, preview)
+    if key not in _cache:
+        _cache[key] = evaluate(env, config_for(env, provider), preview=preview)
+    return _cache[key]
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["update", "preview"])
+@pytest.mark.parametrize("provider", ["aws", "gcp"])
+@pytest.mark.parametrize("env", ENVS)
+def test_stack_outputs_are_the_contract_and_credentials_are_secret(env: str, provider: str, preview: bool) -> None:
+    ev = program(env, provider, preview)
+    extra = {"databaseSocketUrl"} if provider == "gcp" else set()
+    assert set(ev.outputs) == PLAIN_OUTPUTS | SECRET_OUTPUTS | extra
+    assert ev.secret_outputs == SECRET_OUTPUTS | extra
+    tier = TIERS[env]  # type: ignore[index]
+    assert ev.outputs["provider"] == provider and ev.outputs["environment"] == env
+    assert ev.outputs["pool"] == {"size": tier.pool.size, "maxOverflow": tier.pool.max_overflow}
+    assert ev.outputs["databaseName"] == "llm_platform" and ev.outputs["port"] == 5432
+    assert ev.outputs["databaseUrl"].startswith(f"postgresql://gaia_{env}:")
+    assert ev.outputs["databaseUrl"].endswith(f"@{ev.outputs['host']}:5432/llm_platform?sslmode=require")
+    assert len(ev.outputs["readerUrls"]) == tier.read_replicas
+    assert set(ev.outputs["serviceUrls"]) == {"analytics", "chat", "assets", "auth"}
+    for service, url in ev.outputs["serviceUrls"].items():
+        assert url.startswith(f"postgresql://gaia_{service}:pw-gaia-db-{env}-{service}-password")
+    assert ev.outputs["adminApiKey"] == f"pw-gaia-db-{env}-admin-api-key-xxxxxxxx"
+
+
+def _credentials(ev: Evaluation) -> list[Declared]:
+    return ev.of_type("random:index/randomPassword:RandomPassword")
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp"])
+def test_credentials_are_random_and_the_admin_key_rotates_with_its_version(provider: str) -> None:
+    ev = program("dev", provider)
+    names = sorted(r.name.removeprefix("gaia-db-dev-") for r in _credentials(ev))
+    services = ("analytics", "chat", "assets", "auth")
+    assert names == sorted(["admin-password", "admin-api-key", *(f"{s}-password" for s in services)])
+    for secret in _credentials(ev):
+        assert "result" in secret.additional_secret_outputs
+        assert secret.inputs["length"] >= 40 and secret.inputs["special"] is False
+    key = ev.one("random:index/randomPassword:RandomPassword", "admin-api-key")
+    assert key.inputs["keepers"] == {"version": "1"}
+    bumped = evaluate("dev", config_for("dev", provider, adminKeyVersion=2))
+    rotated = bumped.one("random:index/randomPassword:RandomPassword", "admin-api-key")
+    assert rotated.inputs["keepers"] == {"version": "2"}
+
+
+# --- AWS RDS ---
+
+def _windows_overlap(backup: str, maintenance: str) -> bool:
+    def minutes(hhmm: str) -> int:
+        hours, mins = hhmm.split(":")
+        return int(hours) * 60 + int(mins)
+
+    b_start, b_end = (minutes(t) for t in backup.split("-"))
+    m_start, m_end = (minutes(t.split(":", 1)[1]) for t in maintenance.split("-"))
+    return b_start < m_end and m_start < b_end
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_rds_primary_has_the_tier_and_every_safety_setting(env: str) -> None:
+    ev = program(env, "aws")
+    tier, prod = TIERS[env], env == "prod"  # type: ignore[index]
+    primary = ev.one(RDS, "primary")
+    i = primary.inputs
+    assert i["engine"] == "postgres" and i["engineVersion"] == "16" and i["allowMajorVersionUpgrade"] is False
+    assert i["instanceClass"] == rds_instance_class(tier.size, production=prod)
+    assert i["allocatedStorage"] == tier.size.storage_gb
+    assert i["storageType"] == "gp3" and i["maxAllocatedStorage"] > i["allocatedStorage"]
+    assert i["storageEncrypted"] is True and i["publiclyAccessible"] is False
+    assert i["backupRetentionPeriod"] == {"dev": 1, "staging": 3, "prod": 7}[env]
+    assert not _windows_overlap(i["backupWindow"], i["maintenanceWindow"])
+    assert i["multiAz"] is prod and i["deletionProtection"] is prod and i["performanceInsightsEnabled"] is prod
+    assert set(i["enabledCloudwatchLogsExports"]) == {"postgresql", "upgrade"}
+    assert i["dbName"] == "llm_platform" and i["username"] == f"gaia_{env}" and i["identifier"] == f"gaia-{env}"
+    assert "password" in primary.secret_inputs
+    if env == "dev":
+        assert i["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in i
+    else:
+        assert i["skipFinalSnapshot"] is False
+        assert i["finalSnapshotIdentifier"] == f"gaia-{env}-final-0a1b2c3d"  # unique: a RandomId per instance
+    assert primary.protect is prod
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_rds_replicas_follow_the_primary(env: str) -> None:
+    ev = program(env, "aws")
+    primary = ev.one(RDS, "primary")
+    replicas = [r for r in ev.of_type(RDS) if r is not primary]
+    assert len(replicas) == TIERS[env].read_replicas  # type: ignore[index]
+    for replica in replicas:
+        assert replica.inputs["replicateSourceDb"] == "gaia-" + env
+        assert replica.inputs["instanceClass"] == primary.inputs["instanceClass"]
+        assert replica.inputs["storageEncrypted"] is True and replica.inputs["publiclyAccessible"] is False
+        assert replica.inputs["parameterGroupName"] == primary.inputs["parameterGroupName"]
+        assert "password" not in replica.inputs
+        assert replica.protect is (env == "prod")
+
+
+def test_rds_parameter_group_forces_tls_and_loads_pg_stat_statements() -> None:
+    group = program("staging", "aws").one("aws:rds/parameterGroup:ParameterGroup")
+    assert group.inputs["family"] == "postgres16"
+    parameters = {p["name"]: (p["value"], p["applyMethod"]) for p in group.inputs["parameters"]}
+    assert parameters == {
+        "rds.force_ssl": ("1", "immediate"),
+        "shared_preload_libraries": ("pg_stat_statements", "pending-reboot"),  # static: needs a reboot
+        "log_min_duration_statement": ("100", "immediate"),
+    }
+
+
+def test_rds_network_defaults_to_the_default_vpc_and_its_own_cidr() -> None:
+    ev = program("dev", "aws")
+    group = ev.one("aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["vpcId"] == "vpc-0default00000000"
+    [rule] = group.inputs["ingress"]
+    assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 5432, 5432)
+    assert rule["cidrBlocks"] == ["172.31.0.0/16"] and not rule.get("securityGroups")
+    assert "egress" not in group.inputs or not group.inputs["egress"]
+    subnets = ev.one("aws:rds/subnetGroup:SubnetGroup")
+    assert subnets.inputs["subnetIds"] == ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
+
+
+def test_rds_network_admits_only_the_configured_sources() -> None:
+    aws = {"vpcId": "vpc-0123abcd", "subnetIds": ["subnet-0123abcd", "subnet-4567abcd"],
+           "allowedCidrs": ["10.8.0.0/16"], "allowedSecurityGroupIds": ["sg-0123abcd"]}
+    ev = evaluate("prod", config_for("prod", "aws", aws=aws))
+    group = ev.one("aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["vpcId"] == "vpc-0123abcd"
+    [rule] = group.inputs["ingress"]
+    assert rule["cidrBlocks"] == ["10.8.0.0/16"] and rule["securityGroups"] == ["sg-0123abcd"]
+    assert ev.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == aws["subnetIds"]
+
+
+# --- Cloud SQL ---
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cloudsql_primary_has_the_tier_backups_and_tls(env: str) -> None:
+    ev = program(env, "gcp")
+    tier, prod = TIERS[env], env == "prod"  # type: ignore[index]
+    primary = next(r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" not in r.inputs)
+    i, s = primary.inputs, primary.inputs["settings"]
+    assert i["databaseVersion"] == "POSTGRES_16" and i["name"] == f"gaia-{env}"
+    assert s["edition"] == "ENTERPRISE" and s["tier"] == cloudsql_tier(tier.size)
+    assert s["diskSize"] == tier.size.storage_gb and s["diskAutoresize"] is True
+    backup = s["backupConfiguration"]
+    assert backup["enabled"] is True
+    assert backup["pointInTimeRecoveryEnabled"] is (env != "dev")
+    assert backup.get("transactionLogRetentionDays") == {"dev": None, "staging": 3, "prod": 7}[env]
+    retention = backup["backupRetentionSettings"]
+    assert retention == {"retainedBackups": tier.backup_retention_days, "retentionUnit": "COUNT"}
+    ip = s["ipConfiguration"]
+    assert ip["sslMode"] == "ENCRYPTED_ONLY" and not ip.get("authorizedNetworks") and ip["ipv4Enabled"] is True
+    assert {"name": "log_min_duration_statement", "value": "100"} in s["databaseFlags"]
+    assert s["insightsConfig"]["queryInsightsEnabled"] is True
+    assert s["availabilityType"] == ("REGIONAL" if prod else "ZONAL")
+    assert i["deletionProtection"] is prod and s["deletionProtectionEnabled"] is prod
+    assert primary.protect is prod
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cloudsql_replicas_database_and_admin_user(env: str) -> None:
+    ev = program(env, "gcp")
+    replicas = [r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" in r.inputs]
+    assert len(replicas) == TIERS[env].read_replicas  # type: ignore[index]
+    for replica in replicas:
+        assert replica.inputs["masterInstanceName"] == f"gaia-{env}"
+        assert replica.inputs["settings"]["edition"] == "ENTERPRISE"
+        assert replica.inputs["settings"]["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
+    database = ev.one("gcp:sql/database:Database")
+    assert database.inputs["name"] == "llm_platform" and database.inputs["instance"] == f"gaia-{env}"
+    user = ev.one("gcp:sql/user:User")
+    assert user.inputs["deletionPolicy"] == "ABANDON" and user.inputs["name"] == f"gaia_{env}"
+    assert "password" in user.secret_inputs
+    socket_url = ev.outputs["databaseSocketUrl"]
+    assert socket_url.endswith(f"@/llm_platform?host=/cloudsql/gaia-project:us-west1:gaia-{env}")
+
+
+def test_cloudsql_private_network_removes_the_public_ip() -> None:
+    network = "projects/gaia-project/global/networks/gaia-vpc"
+    ev = evaluate("staging", config_for("staging", "gcp", gcp={"privateNetwork": network}))
+    for instance in ev.of_type(CLOUDSQL):
+        ip = instance.inputs["settings"]["ipConfiguration"]
+        assert ip["ipv4Enabled"] is False and ip["privateNetwork"] == network
+    assert ev.outputs["host"] == "10.10.0.5"
+
+
+# --- errors reach the user as one sentence, before any resource is declared ---
+
+def test_a_bad_value_stops_the_program_before_any_resource() -> None:
+    message = run_error("dev", config_for("dev", "aws", readReplicas=9))
+    assert message == "gaia-db:readReplicas is 9, but it must be an integer from 0 to 5."
+
+
+def test_a_misspelt_key_in_the_stack_file_is_reported() -> None:
+    config = config_for("dev", "aws")
+    config["gaia-db:backupRetention"] = "3"
+    assert "gaia-db:backupRetention is not a gaia-db setting" in run_error("dev", config)
+
+
+def test_a_fly_stack_without_its_token_is_refused() -> None:
+    config = stack_config("dev")  # the real dev stack file: fly, and the token is set with `pulumi config set --secret`
+    assert "gaia-db:flyApiToken is not set" in run_error("dev", config)
