@@ -9,7 +9,9 @@ import pulumi
 import pulumi_random as random
 
 from components.cluster import DatabaseCluster
+from components.release import Release
 from components.settings import Provider, Settings
+from dbops.migrate import head_revision
 from dbops.names import SERVICE_ROLES, SERVICES
 from dbops.urls import build_url
 
@@ -48,13 +50,14 @@ class PortableDatabase(pulumi.ComponentResource):
         self.settings = settings
 
         admin_password = _secret(f"{name}-admin-password", self, PASSWORD_LENGTH)
-        self.role_passwords: dict[str, pulumi.Output[str]] = {
-            service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH).result for service in SERVICES
-        }
+        role_secrets = {service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH) for service in SERVICES}
         # Bumping adminKeyVersion replaces this password, which is how the admin API key is rotated.
-        self.admin_api_key: pulumi.Output[str] = _secret(
+        admin_key = _secret(
             f"{name}-admin-api-key", self, API_KEY_LENGTH, keepers={"version": str(settings.admin_key_version)}
-        ).result
+        )
+        credentials: list[pulumi.Resource] = [admin_password, admin_key, *role_secrets.values()]
+        self.role_passwords: dict[str, pulumi.Output[str]] = {s: secret.result for s, secret in role_secrets.items()}
+        self.admin_api_key: pulumi.Output[str] = admin_key.result
 
         self.cluster = _cluster_class(settings.provider)(
             name, settings, admin_password.result, pulumi.ResourceOptions(parent=self)
@@ -64,11 +67,11 @@ class PortableDatabase(pulumi.ComponentResource):
         user, password = cluster.admin_user, cluster.admin_password
 
         def url(user: pulumi.Input[str], password: pulumi.Input[str], host: pulumi.Input[str],
-                port: pulumi.Input[int]) -> pulumi.Output[str]:
+                port: pulumi.Input[int], sslmode: str | None = None) -> pulumi.Output[str]:
             return pulumi.Output.secret(
                 pulumi.Output.all(user, password, host, port, cluster.database_name).apply(
                     lambda a: build_url(user=a[0], password=a[1], host=a[2], port=int(a[3]), database=a[4],
-                                        sslmode=cluster.sslmode)
+                                        sslmode=sslmode or cluster.sslmode)
                 )
             )
 
@@ -93,4 +96,26 @@ class PortableDatabase(pulumi.ComponentResource):
                                         sslmode=cluster.sslmode, socket_dir=a[3])
                 )
             )
+
+        # The release reaches the database directly, or through the tunnel the stack names (releaseUrl).
+        tunnel = settings.release_tunnel
+        connection_url = self.database_url
+        if tunnel is not None:
+            connection_url = url(user, password, tunnel.host, tunnel.port, sslmode=tunnel.sslmode)
+        self.release = Release(
+            f"{name}-release",
+            connection_url=connection_url,
+            endpoint=pulumi.Output.concat(cluster.host, ":", pulumi.Output.from_input(cluster.port).apply(str),
+                                          "/", cluster.database_name),
+            environment=settings.environment,
+            admin_email=settings.admin_email,
+            role_passwords=self.role_passwords,
+            admin_api_key=self.admin_api_key,
+            migration_head=head_revision(),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # After the primary, its replicas and every credential exist: the release logs in and sets them.
+                depends_on=[*cluster.release_dependencies, *credentials],
+            ),
+        )
         self.register_outputs({"databaseUrl": self.database_url, "serviceUrls": self.service_urls})

@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import parse_qsl, urlsplit
 
 import pulumi
 
 from components import sizing
 from components.sizing import Size
+from dbops.urls import SSLMODES
 
 Provider = Literal["fly", "aws", "gcp", "local"]
 Environment = Literal["dev", "staging", "prod"]
@@ -99,6 +101,15 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class ReleaseTunnel:
+    """Where the deployer reaches the database when its own address is private (fly proxy, SSM, Auth Proxy)."""
+
+    host: str
+    port: int
+    sslmode: str | None  # None: the cluster's own sslmode
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: str
     provider: Provider
@@ -117,7 +128,7 @@ class Settings:
     local: LocalSettings | None = None
     # Secrets stay Outputs from the moment they are read.
     fly_api_token: pulumi.Output[str] | None = None
-    release_url: pulumi.Output[str] | None = None
+    release_tunnel: ReleaseTunnel | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -213,7 +224,6 @@ def parse_settings(
     *,
     stack: str,
     fly_api_token: pulumi.Output[str] | None = None,
-    release_url: pulumi.Output[str] | None = None,
     gcp_project: str | None = None,
     gcp_region: str | None = None,
 ) -> Settings:
@@ -317,6 +327,8 @@ def parse_settings(
     if "size" in raw:
         _check_fits(provider, size, production=environment == "prod")
 
+    release_tunnel = _release_tunnel(raw["releaseUrl"]) if "releaseUrl" in raw else None
+
     if provider != "fly" and fly_api_token is not None:
         raise SettingsError(f"gaia-db:flyApiToken is set, but this stack's provider is {provider}; remove it.")
 
@@ -337,7 +349,7 @@ def parse_settings(
         gcp=gcp,
         local=local,
         fly_api_token=fly_api_token,
-        release_url=release_url,
+        release_tunnel=release_tunnel,
     )
 
 
@@ -356,7 +368,31 @@ def _check_fits(provider: Provider, size: Size, *, production: bool) -> None:
         raise _fail("size", size_json, f"{error} on {provider}") from None
 
 
-SECRET_KEYS = ("flyApiToken", "releaseUrl")
+def _release_tunnel(value: Any) -> ReleaseTunnel:
+    """`postgresql://127.0.0.1:15432[?sslmode=…]`: only where to connect; the stack supplies login and database."""
+    allowed = "it must be postgresql://HOST:PORT (optionally ?sslmode=MODE), without user, password or database"
+    if not isinstance(value, str):
+        raise _fail("releaseUrl", value, allowed)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise _fail("releaseUrl", value, allowed) from None
+    query = dict(parse_qsl(parts.query))
+    if (
+        parts.scheme not in ("postgresql", "postgres") or not parts.hostname or port is None
+        or parts.username or parts.password or parts.path not in ("", "/") or set(query) - {"sslmode"}
+    ):
+        # Never echo a value that might carry a password.
+        shown = "a URL with credentials" if parts.password else value
+        raise _fail("releaseUrl", shown, allowed)
+    sslmode = query.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise _fail("releaseUrl", value, f"its sslmode must be one of {', '.join(SSLMODES)}")
+    return ReleaseTunnel(host=parts.hostname, port=port, sslmode=sslmode)
+
+
+SECRET_KEYS = ("flyApiToken",)
 
 
 def _decode(value: str) -> Any:
@@ -381,7 +417,6 @@ def load_settings() -> Settings:
         raw,
         stack=pulumi.get_stack(),
         fly_api_token=config.get_secret("flyApiToken"),
-        release_url=config.get_secret("releaseUrl"),
         gcp_project=gcp.get("project"),
         gcp_region=gcp.get("region"),
     )

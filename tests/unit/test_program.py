@@ -238,3 +238,43 @@ def test_a_misspelt_key_in_the_stack_file_is_reported() -> None:
 def test_a_fly_stack_without_its_token_is_refused() -> None:
     config = stack_config("dev")  # the real dev stack file: fly, and the token is set with `pulumi config set --secret`
     assert "gaia-db:flyApiToken is not set" in run_error("dev", config)
+
+
+# --- the post-deploy release ---
+
+RELEASE = "pulumi-python:dynamic/gaia:Release"
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["update", "preview"])
+@pytest.mark.parametrize("provider", ["aws", "gcp"])
+@pytest.mark.parametrize("env", ENVS)
+def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, provider: str, preview: bool) -> None:
+    from dbops.migrate import head_revision
+
+    ev = program(env, provider, preview)
+    release = ev.one(RELEASE)
+    assert {"connectionUrl", "rolePasswords", "adminApiKey"} <= release.secret_inputs
+    assert {"environment", "adminEmail", "migrationHead", "endpoint"}.isdisjoint(release.secret_inputs)
+    assert release.inputs["migrationHead"] == head_revision()
+    assert release.inputs["environment"] == env and release.inputs["adminEmail"] == ev_admin_email(env)
+    assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
+    assert set(release.inputs["rolePasswords"]) == {"analytics", "chat", "assets", "auth"}
+    assert set(release.additional_secret_outputs) >= {"connectionUrl", "rolePasswords", "adminApiKey"}
+    # It waits for the primary, every replica and every credential.
+    instance_type = RDS if provider == "aws" else CLOUDSQL
+    must_wait_for = {r.urn for r in ev.of_type(instance_type)} | {r.urn for r in _credentials(ev)}
+    assert len(must_wait_for) == 1 + TIERS[env].read_replicas + 6  # type: ignore[index]
+    assert must_wait_for <= set(release.dependencies)
+
+
+def ev_admin_email(env: str) -> str:
+    return "admin@gaia.com" if env == "prod" else f"admin@{env}.gaia.com"
+
+
+def test_the_release_can_go_through_a_tunnel_while_outputs_keep_the_real_host() -> None:
+    ev = evaluate("dev", config_for("dev", "aws", releaseUrl="postgresql://127.0.0.1:15432?sslmode=require"))
+    release = ev.one(RELEASE)
+    assert release.inputs["connectionUrl"].endswith("@127.0.0.1:15432/llm_platform?sslmode=require")
+    assert release.inputs["endpoint"] == "gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:5432/llm_platform"
+    assert ev.outputs["databaseUrl"].endswith("@gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:5432/llm_platform"
+                                              "?sslmode=require")

@@ -145,6 +145,14 @@ INVALID: list[tuple[str, dict[str, Any], str, list[str]]] = [
     ("local port leaves no room for replicas", base("local", readReplicas=2, local={"port": 65535}), "dev",
      ["gaia-db:local.port", "from 1024 to 65533"]),
     ("misspelt key", base(readReplica=2), "dev", ["gaia-db:readReplica", "not a gaia-db setting", "readReplicas"]),
+    ("release url with credentials", base(releaseUrl="postgresql://admin:hunter2@127.0.0.1:15432"), "dev",
+     ["gaia-db:releaseUrl", '"a URL with credentials"', "without user, password or database"]),
+    ("release url with a database", base(releaseUrl="postgresql://127.0.0.1:15432/llm_platform"), "dev",
+     ["gaia-db:releaseUrl", "without user, password or database"]),
+    ("release url without a port", base(releaseUrl="postgresql://127.0.0.1"), "dev",
+     ["gaia-db:releaseUrl", "postgresql://HOST:PORT"]),
+    ("release url bad sslmode", base(releaseUrl="postgresql://127.0.0.1:15432?sslmode=always"), "dev",
+     ["gaia-db:releaseUrl", "sslmode must be one of disable"]),
     ("admin key version zero", base(adminKeyVersion=0), "dev", ["gaia-db:adminKeyVersion", "from 1"]),
 ]
 
@@ -160,6 +168,13 @@ def test_invalid_config_fails_with_one_sentence(
         assert fragment in message, f"{message!r} lacks {fragment!r}"
     assert message.endswith(".") and "\n" not in message
     assert "Traceback" not in message
+
+
+def test_release_url_names_only_the_tunnel() -> None:
+    s = parse(base(releaseUrl="postgresql://localhost:15432?sslmode=disable"))
+    assert s.release_tunnel is not None
+    assert (s.release_tunnel.host, s.release_tunnel.port, s.release_tunnel.sslmode) == ("localhost", 15432, "disable")
+    assert "hunter2" not in repr(s)
 
 
 def test_a_token_on_a_non_fly_stack_is_refused() -> None:

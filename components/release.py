@@ -1,0 +1,150 @@
+"""The post-deploy release as a Pulumi dynamic resource: migrations, roles and the admin seed after every change.
+
+The logic is `dbops.release`; this module only decides *when* it runs. `diff` decides from inputs alone, so a no-op
+`pulumi up` and every `pulumi preview` (a pull request's too, where the database is out of reach) open no database
+connection.
+
+Pulumi pickles the provider *by reference*: the state records the module path `components.release` and the class
+name `ReleaseProvider`, and the provider process (`python -m pulumi.dynamic`, started in the project directory)
+imports them again. Both names are therefore part of every stack's state: never move or rename them. Importing
+this module has no side effects; connections are opened inside the methods only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.runtime import rpc
+
+# Inputs whose change means the database must be released again. The connection URL is left out on purpose:
+# a tunnel (fly proxy, SSM, Auth Proxy) may listen on a new local port every run, and that changes nothing.
+DIFF_KEYS = ("migrationHead", "environment", "adminEmail", "endpoint", "credentialsFingerprint")
+REQUIRED_INPUTS = ("connectionUrl", "endpoint", "environment", "adminEmail", "rolePasswords", "adminApiKey",
+                   "migrationHead")
+SECRET_INPUTS = ("connectionUrl", "rolePasswords", "adminApiKey")
+
+
+class ReleaseFailed(Exception):
+    """The release could not finish; the message is one sentence for the person running `pulumi up`."""
+
+
+def credentials_fingerprint(role_passwords: Mapping[str, str], admin_api_key: str) -> str:
+    """A digest of every credential the release applies, so a rotation is seen without keeping them in outputs."""
+    digest = hashlib.sha256()
+    for service in sorted(role_passwords):
+        digest.update(f"{service}\0{role_passwords[service]}\0".encode())
+    digest.update(admin_api_key.encode())
+    return digest.hexdigest()
+
+
+def _is_unknown(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_is_unknown(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_is_unknown(item) for item in value)
+    return bool(value == rpc.UNKNOWN)
+
+
+def _state(props: Mapping[str, Any]) -> dict[str, Any]:
+    """What the diff compares, as kept in the resource's outputs (no credential in plain form)."""
+    return {
+        "migrationHead": props["migrationHead"],
+        "environment": props["environment"],
+        "adminEmail": props["adminEmail"],
+        "endpoint": props["endpoint"],
+        "credentialsFingerprint": credentials_fingerprint(props["rolePasswords"], props["adminApiKey"]),
+    }
+
+
+class ReleaseProvider(ResourceProvider):
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = [CheckFailure(key, f"{key} is required") for key in REQUIRED_INPUTS if news.get(key) in (None, "")]
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # Unknown inputs (a preview before the cluster or a new password exists) can only mean a change is coming.
+        if any(_is_unknown(news.get(key)) for key in REQUIRED_INPUTS):
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        new_state = _state(news)
+        changed = [key for key in DIFF_KEYS if olds.get(key) != new_state[key]]
+        return DiffResult(changes=bool(changed), replaces=[], stables=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(f"gaia-db-release-{props['environment']}", self._release(props))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # The SDK's default update would drop every output; the release returns them all again.
+        return UpdateResult(self._release(news))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Removing the release from the stack leaves the schema, roles and data exactly as they are."""
+
+    def _release(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        from dbops.errors import DbopsError
+        from dbops.release import release
+
+        def progress(message: str) -> None:
+            print(f"gaia-db release: {message}", file=sys.stderr, flush=True)
+
+        try:
+            result = release(
+                props["connectionUrl"],
+                environment=props["environment"],
+                admin_email=props["adminEmail"],
+                role_passwords=props["rolePasswords"],
+                admin_api_key=props["adminApiKey"],
+                wait_seconds=float(props.get("waitSeconds") or 300),
+                progress=progress,
+            )
+        except DbopsError as error:
+            # The SDK reports a provider exception with traceback.format_exc(), which honours sys.tracebacklimit:
+            # at 0 the user reads this one sentence instead of the provider's stack.
+            sys.tracebacklimit = 0
+            raise ReleaseFailed(f"the gaia-db release of {props['environment']} failed: {error}") from None
+        if result.revision != props["migrationHead"]:
+            sys.tracebacklimit = 0
+            raise ReleaseFailed(
+                f"the gaia-db release of {props['environment']} left the database at revision {result.revision}, "
+                f"but this program's migrations/ ends at {props['migrationHead']}"
+            )
+        return {"revision": result.revision, **_state(props)}
+
+
+class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
+    """Runs the release after the database exists and whenever its inputs change; see ReleaseProvider."""
+
+    revision: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection_url: pulumi.Input[str],
+        endpoint: pulumi.Input[str],
+        environment: str,
+        admin_email: str,
+        role_passwords: pulumi.Input[Mapping[str, pulumi.Input[str]]],
+        admin_api_key: pulumi.Input[str],
+        migration_head: str,
+        wait_seconds: float = 300,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = {
+            "connectionUrl": pulumi.Output.secret(connection_url),
+            "endpoint": endpoint,
+            "environment": environment,
+            "adminEmail": admin_email,
+            "rolePasswords": pulumi.Output.secret(role_passwords),
+            "adminApiKey": pulumi.Output.secret(admin_api_key),
+            "migrationHead": migration_head,
+            "waitSeconds": wait_seconds,
+            "revision": None,
+            "credentialsFingerprint": None,
+        }
+        secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=[*SECRET_INPUTS, "credentialsFingerprint"])
+        super().__init__(ReleaseProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_outputs))
