@@ -36,7 +36,9 @@ MEMORY_MB_RANGE = (256, 786_432)  # 768 GB: the largest class any of the three c
 STORAGE_GB_RANGE = (10, 65_536)  # RDS's 64 TiB ceiling
 POOL_SIZE_RANGE = (1, 500)
 POOL_OVERFLOW_RANGE = (0, 1000)
-DEFAULT_LOCAL_PORT = 54320  # clear of a system PostgreSQL on 5432
+DEFAULT_LOCAL_PORT = 54320
+# flyctl refuses WAL backups on machines under 512 MB (flypg/launcher.go, internal/command/postgres/postgres.go).
+FLY_WAL_BACKUP_MIN_MEMORY_MB = 512  # clear of a system PostgreSQL on 5432
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -290,6 +292,15 @@ def parse_settings(
                            "it must be a three-letter Fly.io region code such as lax"),
             flavor=_choice("fly.flavor", obj.get("flavor", "postgres"), FLY_FLAVORS),
         )
+        if fly.flavor == "mpg":
+            # `fly mpg create` takes a fixed --plan (no CPU, memory or replica flags), generates the credentials
+            # itself and is addressed by cluster id (flyctl internal/command/mpg/create.go): the tiers cannot be
+            # honoured through it yet (docs/fly.md).
+            raise _fail("fly.flavor", "mpg", "Fly Managed Postgres is not supported yet (its fixed plans cannot "
+                        "express the documented sizes and replicas); use flavor postgres, or the aws or gcp provider")
+        if tier.point_in_time_recovery and size.memory_mb < FLY_WAL_BACKUP_MIN_MEMORY_MB:
+            raise _fail("size.memoryMb", size.memory_mb, f"the {environment} tier keeps WAL backups, which Fly only "
+                        f"allows from {FLY_WAL_BACKUP_MIN_MEMORY_MB} MB")
         if fly_api_token is None:
             raise SettingsError(
                 "gaia-db:flyApiToken is not set, but a fly stack needs it; "

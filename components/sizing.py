@@ -100,25 +100,27 @@ class _FlyPreset:
     cpus: int
     min_memory_mb: int
     max_memory_mb: int
+    memory_step_mb: int
     shared: bool
 
 
-# Fly Machines presets: shared CPUs allow 256 MB to 2 GB per CPU, performance CPUs 2 GB to 8 GB per CPU.
+# Fly Machines presets (fly-go machine_types.go MachinePresets): shared CPUs allow 256 MB to 2 GB per CPU in 256 MB
+# steps, performance CPUs 2 GB to 8 GB per CPU in 1 GB steps (flyctl internal/machine/update.go).
 FLY_PRESETS: tuple[_FlyPreset, ...] = tuple(
-    _FlyPreset(f"shared-cpu-{n}x", n, 256 * n, 2048 * n, shared=True) for n in (1, 2, 4, 8)
+    _FlyPreset(f"shared-cpu-{n}x", n, 256 * n, 2048 * n, 256, shared=True) for n in (1, 2, 4, 6, 8)
 ) + tuple(
-    _FlyPreset(f"performance-{n}x", n, 2048 * n, 8192 * n, shared=False) for n in (1, 2, 4, 8, 16)
+    _FlyPreset(f"performance-{n}x", n, 2048 * n, 8192 * n, 1024, shared=False) for n in (1, 2, 4, 6, 8, 10, 12, 14, 16)
 )
 
 
 def fly_vm(size: Size, *, production: bool) -> FlyVm:
-    """The smallest Fly preset with the CPUs and a memory setting it allows (in 256 MB steps)."""
-    memory = _round_up(size.memory_mb, 256)
+    """The smallest Fly preset with the CPUs and a memory setting it allows, rounded up to the preset's step."""
     for preset in FLY_PRESETS:
         if preset.shared and production:
             continue
+        memory = max(_round_up(size.memory_mb, preset.memory_step_mb), preset.min_memory_mb)
         if preset.cpus >= size.cpus and memory <= preset.max_memory_mb:
-            return FlyVm(preset.name, max(memory, preset.min_memory_mb))
+            return FlyVm(preset.name, memory)
     raise SizingError(
         f"no Fly Machine preset has {size.cpus} CPUs and {size.memory_mb} MB (at most 16 CPUs, 128 GB"
         + (" on performance CPUs in production)" if production else ")")

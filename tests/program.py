@@ -91,6 +91,12 @@ class FakeCloud(mocks.Mocks):
         elif args.typ == "aws:rds/instance:Instance":
             outputs.update(address=f"{name}.c0ffee.us-west-2.rds.amazonaws.com", port=5432,
                            dbName=args.inputs.get("dbName"), username=args.inputs.get("username"))
+        elif args.typ == "command:local:Command" and args.name.endswith("-cluster"):
+            # The Fly cluster script's JSON summary: one machine per member, the first one primary.
+            size = int(unwrap(args.inputs["environment"])["GAIA_FLY_CLUSTER_SIZE"])
+            machines = [f"m{index:013x}" for index in range(size)]
+            summary = {"appId": "app-1", "primary": machines[0], "replicas": machines[1:]}
+            outputs.update(stdout=json.dumps(summary), stderr="")
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
                            connectionName=f"gaia-project:us-west1:{name}")

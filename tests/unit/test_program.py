@@ -13,8 +13,10 @@ from program import Declared, Evaluation, evaluate, run_error, stack_config
 
 from components.settings import TIERS
 from components.sizing import cloudsql_tier, rds_instance_class
+from dbops.urls import build_url
 
 ENVS = ("dev", "staging", "prod")
+CLOUDS = ("aws", "gcp", "fly")
 RDS = "aws:rds/instance:Instance"
 CLOUDSQL = "gcp:sql/databaseInstance:DatabaseInstance"
 PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool"}
@@ -42,8 +44,16 @@ def program(env: str, provider: str, preview: bool = False) -> Evaluation:
     return _cache[key]
 
 
+# provider -> (database name, admin user for env, sslmode)
+CONNECTION = {
+    "aws": ("llm_platform", "gaia_{env}", "require"),
+    "gcp": ("llm_platform", "gaia_{env}", "require"),
+    "fly": ("postgres", "postgres", "disable"),  # unmanaged Fly Postgres: no TLS, WireGuard private network
+}
+
+
 @pytest.mark.parametrize("preview", [False, True], ids=["update", "preview"])
-@pytest.mark.parametrize("provider", ["aws", "gcp"])
+@pytest.mark.parametrize("provider", CLOUDS)
 @pytest.mark.parametrize("env", ENVS)
 def test_stack_outputs_are_the_contract_and_credentials_are_secret(env: str, provider: str, preview: bool) -> None:
     ev = program(env, provider, preview)
@@ -51,15 +61,23 @@ def test_stack_outputs_are_the_contract_and_credentials_are_secret(env: str, pro
     assert set(ev.outputs) == PLAIN_OUTPUTS | SECRET_OUTPUTS | extra
     assert ev.secret_outputs == SECRET_OUTPUTS | extra
     tier = TIERS[env]  # type: ignore[index]
+    database, user, sslmode = CONNECTION[provider]
+    user = user.format(env=env)
     assert ev.outputs["provider"] == provider and ev.outputs["environment"] == env
     assert ev.outputs["pool"] == {"size": tier.pool.size, "maxOverflow": tier.pool.max_overflow}
-    assert ev.outputs["databaseName"] == "llm_platform" and ev.outputs["port"] == 5432
-    assert ev.outputs["databaseUrl"].startswith(f"postgresql://gaia_{env}:")
-    assert ev.outputs["databaseUrl"].endswith(f"@{ev.outputs['host']}:5432/llm_platform?sslmode=require")
+    assert ev.outputs["databaseName"] == database and ev.outputs["port"] == 5432
+    assert ev.outputs["databaseUrl"] == build_url(
+        user=user, password=f"pw-gaia-db-{env}-admin-password-xxxxxxxx", host=ev.outputs["host"], port=5432,
+        database=database, sslmode=sslmode,
+    )
     assert len(ev.outputs["readerUrls"]) == tier.read_replicas
+    assert all(url.endswith(f"/{database}?sslmode={sslmode}") for url in ev.outputs["readerUrls"])
     assert set(ev.outputs["serviceUrls"]) == {"analytics", "chat", "assets", "auth"}
     for service, url in ev.outputs["serviceUrls"].items():
-        assert url.startswith(f"postgresql://gaia_{service}:pw-gaia-db-{env}-{service}-password")
+        assert url == build_url(
+            user=f"gaia_{service}", password=f"pw-gaia-db-{env}-{service}-password-xxxxxxxx",
+            host=ev.outputs["host"], port=5432, database=database, sslmode=sslmode,
+        )
     assert ev.outputs["adminApiKey"] == f"pw-gaia-db-{env}-admin-api-key-xxxxxxxx"
 
 
@@ -67,7 +85,7 @@ def _credentials(ev: Evaluation) -> list[Declared]:
     return ev.of_type("random:index/randomPassword:RandomPassword")
 
 
-@pytest.mark.parametrize("provider", ["aws", "gcp"])
+@pytest.mark.parametrize("provider", CLOUDS)
 def test_credentials_are_random_and_the_admin_key_rotates_with_its_version(provider: str) -> None:
     ev = program("dev", provider)
     names = sorted(r.name.removeprefix("gaia-db-dev-") for r in _credentials(ev))
@@ -246,7 +264,7 @@ RELEASE = "pulumi-python:dynamic/gaia:Release"
 
 
 @pytest.mark.parametrize("preview", [False, True], ids=["update", "preview"])
-@pytest.mark.parametrize("provider", ["aws", "gcp"])
+@pytest.mark.parametrize("provider", CLOUDS)
 @pytest.mark.parametrize("env", ENVS)
 def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, provider: str, preview: bool) -> None:
     from dbops.migrate import head_revision
@@ -260,11 +278,17 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
     assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
     assert set(release.inputs["rolePasswords"]) == {"analytics", "chat", "assets", "auth"}
     assert set(release.additional_secret_outputs) >= {"connectionUrl", "rolePasswords", "adminApiKey"}
-    # It waits for the primary, every replica and every credential.
-    instance_type = RDS if provider == "aws" else CLOUDSQL
-    must_wait_for = {r.urn for r in ev.of_type(instance_type)} | {r.urn for r in _credentials(ev)}
-    assert len(must_wait_for) == 1 + TIERS[env].read_replicas + 6  # type: ignore[index]
-    assert must_wait_for <= set(release.dependencies)
+    # It waits for the primary, every replica (Fly: the cluster command makes them all and sets the password) and
+    # every credential.
+    if provider == "fly":
+        database = {r.urn for r in ev.of_type("command:local:Command")}
+        assert len(database) == 2
+    else:
+        database = {r.urn for r in ev.of_type(RDS if provider == "aws" else CLOUDSQL)}
+        assert len(database) == 1 + TIERS[env].read_replicas  # type: ignore[index]
+    credentials = {r.urn for r in _credentials(ev)}
+    assert len(credentials) == 6
+    assert database | credentials <= set(release.dependencies)
 
 
 def ev_admin_email(env: str) -> str:

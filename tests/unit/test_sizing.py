@@ -74,5 +74,10 @@ def test_fly_always_names_memory_and_never_shares_cpus_in_prod() -> None:
     assert fly_vm(Size(2, 1000, 10), production=False) == FlyVm("shared-cpu-2x", 1024)
     assert fly_vm(Size(1, 4096, 10), production=False) == FlyVm("shared-cpu-2x", 4096)  # 1x allows at most 2 GB
     assert fly_vm(Size(1, 256, 10), production=True) == FlyVm("performance-1x", 2048)
+    # Performance machines take memory in whole GB (flyctl internal/machine/update.go).
+    assert fly_vm(Size(8, 17000, 10), production=True) == FlyVm("performance-8x", 17408)
+    # The 6x presets fit six CPUs exactly instead of the next 8x.
+    assert fly_vm(Size(6, 2048, 10), production=False) == FlyVm("shared-cpu-6x", 2048)
+    assert fly_vm(Size(6, 16384, 10), production=True) == FlyVm("performance-6x", 16384)
     with pytest.raises(SizingError, match="Fly Machine"):
         fly_vm(Size(32, 4096, 10), production=False)

@@ -1,0 +1,157 @@
+"""Fly.io: an unmanaged Fly Postgres (postgres-flex) cluster driven through flyctl by `pulumi_command` resources.
+
+Two commands, both children of the component:
+
+- `<name>-cluster` creates `gaia-db-<env>` once (`fly postgres create`), then on every change of its inputs brings it to
+  the declared VM size, replica count, volume size and backups; deleting it destroys the app.
+- `<name>-postgres-password` makes the `postgres` user's password the stack's generated one (see set-password.sh for
+  how it stays off every command line).
+
+Secrets (the Fly API token, the admin password) reach the scripts only through the commands' `environment`; the
+scripts never put them in an argument. Unmanaged Fly Postgres serves no TLS: clients reach it over Fly's WireGuard
+private network (6PN), hence `sslmode=disable` (docs/fly.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pulumi
+from pulumi_command import local
+
+from components import sizing
+from components.cluster import DatabaseCluster, HostPort
+from components.scripts import INTERPRETER, load
+from components.settings import Settings, SettingsError
+
+ADMIN_USER = "postgres"
+# postgres-flex listens on 5433; HAProxy on every member listens on 5432 and forwards to the current primary
+# (fly-apps/postgres-flex config/haproxy.cfg); flyctl prints "Proxy port: 5432", "Postgres port: 5433"
+# (flypg/launcher.go).
+PRIMARY_PORT = 5432
+DIRECT_PORT = 5433
+# postgres-flex never turns on ssl in postgresql.conf; traffic rides Fly's WireGuard private network instead.
+SSLMODE = "disable"
+
+_PRESET = re.compile(r"^(shared-cpu|performance)-(\d+)x$")
+
+
+def _cpu_kind_and_count(preset: str) -> tuple[str, int]:
+    """`shared-cpu-2x` -> ("shared", 2): what `fly machine list --json` reports as guest.cpu_kind / guest.cpus."""
+    match = _PRESET.match(preset)
+    if match is None:
+        raise SettingsError(f"gaia-db:size maps to the Fly VM size {preset!r}, which these scripts cannot resize.")
+    return ("shared" if match.group(1) == "shared-cpu" else "performance"), int(match.group(2))
+
+
+def _summary(stdout: str | None) -> dict[str, Any]:
+    """The cluster script's last line of stdout: {"appId", "primary", "replicas"}.
+
+    The provider always records stdout as a string; only a mock engine that does not model it leaves it unset.
+    """
+    if stdout is None:
+        return {"appId": "", "primary": None, "replicas": []}
+    try:
+        summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise pulumi.RunError("the Fly cluster script did not print its JSON summary; see its stderr.") from None
+    return summary
+
+
+def _readers(stdout: str | None, app: str) -> list[HostPort]:
+    """One reader per standby, addressed by Fly's per-machine name `<id>.vm.<app>.internal` on postgres' own port.
+
+    `<app>.internal:5433` would resolve to every member with the primary first, so it does not spread reads.
+    """
+    replicas: list[str] = _summary(stdout)["replicas"]
+    return [{"host": f"{machine}.vm.{app}.internal", "port": DIRECT_PORT} for machine in replicas]
+
+
+def _app_id(stdout: str | None) -> str:
+    return str(_summary(stdout)["appId"])
+
+
+class FlyCluster(DatabaseCluster):
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        admin_password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("gaia:fly:PostgresCluster", name, None, opts)
+        fly = settings.fly
+        if fly is None or settings.fly_api_token is None:
+            raise SettingsError("gaia-db:provider is fly, but the fly settings or gaia-db:flyApiToken are missing.")
+        vm = sizing.fly_vm(settings.size, production=settings.is_prod)
+        cpu_kind, cpus = _cpu_kind_and_count(vm.size)
+
+        app = settings.resource_prefix
+        token: pulumi.Output[str] = pulumi.Output.secret(settings.fly_api_token)  # already secret; stays so
+        environment: dict[str, pulumi.Input[str]] = {
+            "FLY_API_TOKEN": token,
+            "GAIA_FLY_APP": app,
+            "GAIA_FLY_ORG": fly.org,
+            "GAIA_FLY_REGION": fly.region,
+            "GAIA_FLY_VM_SIZE": vm.size,
+            "GAIA_FLY_VM_CPU_KIND": cpu_kind,
+            "GAIA_FLY_VM_CPUS": str(cpus),
+            "GAIA_FLY_VM_MEMORY_MB": str(vm.memory_mb),
+            "GAIA_FLY_VOLUME_GB": str(settings.size.storage_gb),
+            "GAIA_FLY_CLUSTER_SIZE": str(1 + settings.read_replicas),
+            "GAIA_FLY_WAL_BACKUPS": "true" if settings.point_in_time_recovery else "false",
+            # barman's recovery window, e.g. 7d (postgres-flex accepts ^\d+[dwy]$).
+            "GAIA_FLY_RECOVERY_WINDOW": f"{settings.backup_retention_days}d" if settings.point_in_time_recovery else "",
+            # Fly snapshots every volume daily; this is how long the snapshots are kept.
+            "GAIA_FLY_SNAPSHOT_RETENTION_DAYS": str(settings.backup_retention_days),
+        }
+
+        self.cluster_command = local.Command(
+            f"{name}-cluster",
+            create=load("fly/lib.sh", "fly/create.sh"),
+            update=load("fly/lib.sh", "fly/update.sh"),
+            delete=load("fly/lib.sh", "fly/delete.sh"),
+            interpreter=INTERPRETER,
+            environment=environment,
+            # The environment is secret as a whole (it holds the token), so `pulumi preview` would only say [secret]
+            # changed; the same plain settings as a trigger show which size, replica count or backup setting moves.
+            triggers=[{key: value for key, value in environment.items() if key != "FLY_API_TOKEN"}],
+            # The scripts' stderr carries progress and flyctl's messages, never a secret (the one flyctl output
+            # that holds a password, `fly postgres create`'s stdout, is discarded).
+            logging=local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=settings.is_prod,
+                additional_secret_outputs=["stdout", "stderr"],
+            ),
+        )
+
+        summary = self.cluster_command.stdout
+        self.password_command = local.Command(
+            f"{name}-postgres-password",
+            create=load("fly/lib.sh", "fly/set-password.sh"),
+            update=load("fly/lib.sh", "fly/set-password.sh"),
+            interpreter=INTERPRETER,
+            environment={**environment, "GAIA_FLY_ADMIN_PASSWORD": pulumi.Output.secret(admin_password)},
+            # Re-applies the password when the app is created anew (a new Fly app id), not only when it changes.
+            triggers=[summary.apply(_app_id)],
+            logging=local.Logging.NONE,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.cluster_command],
+                additional_secret_outputs=["stdout", "stderr"],
+            ),
+        )
+
+        self.host = pulumi.Output.from_input(f"{app}.flycast")  # Flycast: fly-proxy to HAProxy -> the primary
+        self.port = pulumi.Output.from_input(PRIMARY_PORT)
+        self.database_name = pulumi.Output.from_input(settings.database_name)
+        self.admin_user = pulumi.Output.from_input(ADMIN_USER)
+        self.admin_password = pulumi.Output.secret(admin_password)
+        self.readers = summary.apply(lambda text: _readers(text, app))
+        self.sslmode = SSLMODE
+        self.release_dependencies = [self.cluster_command, self.password_command]
+        self._finish()
