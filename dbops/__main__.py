@@ -1,0 +1,5 @@
+"""`python -m dbops ...`"""
+
+from dbops.cli import main
+
+raise SystemExit(main())

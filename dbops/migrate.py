@@ -1,0 +1,186 @@
+"""Alembic, driven from code: the head revision without a database, and upgrades run as the owner role.
+
+`alembic.ini` and `migrations/` are found next to this package, never through the working directory, so the
+Pulumi program (any CWD) and the CLI agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from dbops.connect import connect
+from dbops.errors import DbopsError
+from dbops.names import OWNER_ROLE
+
+ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = ROOT / "alembic.ini"
+MIGRATIONS = ROOT / "migrations"
+
+# Session limits for everything a release runs: DDL gives up instead of queueing behind (and in front of) the
+# application's locks. A revision that builds an index raises statement_timeout for that statement only.
+LOCK_TIMEOUT = "10s"
+STATEMENT_TIMEOUT = "5min"
+SESSION_SETTINGS = (
+    f"SET lock_timeout = '{LOCK_TIMEOUT}'",
+    f"SET statement_timeout = '{STATEMENT_TIMEOUT}'",
+)
+# Migrations create objects as the NOLOGIN owner role, so ownership never depends on who deploys.
+MIGRATION_SETTINGS = (*SESSION_SETTINGS, f"SET ROLE {OWNER_ROLE}")
+
+Progress = Callable[[str], None]
+
+
+def alembic_config() -> Config:
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The revision `migrations/` leads to, read from the scripts alone (no database)."""
+    heads = script_directory().get_heads()
+    if len(heads) != 1:
+        raise DbopsError(f"migrations/ must have exactly one head revision, found {len(heads)}: {', '.join(heads)}")
+    return heads[0]
+
+
+def describe(revision: str) -> str:
+    """`0002_chat_history_index (index chat_messages for conversation history)` for messages."""
+    script = script_directory().get_revision(revision)
+    return f"{revision} ({script.doc})" if script is not None and script.doc else revision
+
+
+def open_migration_session(url: str, *, wait_seconds: float) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection set up for migrating: session timeouts and `SET ROLE` to the owner, outside any transaction.
+
+    The settings are issued in autocommit so a later rollback cannot undo them.
+    """
+    conn = connect(url, wait_seconds=wait_seconds, autocommit=True)
+    try:
+        for statement in MIGRATION_SETTINGS:
+            conn.execute(statement)  # constant SQL
+    except psycopg.Error as exc:
+        conn.close()
+        raise DbopsError(
+            f"could not switch to the owner role {OWNER_ROLE} ({_primary(exc)}); "
+            "run `python -m dbops release`, which creates it, before migrating"
+        ) from None
+    conn.autocommit = False
+    return conn
+
+
+@contextmanager
+def migration_connection(url: str, *, wait_seconds: float) -> Iterator[Connection]:
+    """A SQLAlchemy connection on a migration session, for Alembic."""
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: open_migration_session(url, wait_seconds=wait_seconds),
+        poolclass=NullPool,
+    )
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def current_revision(conn: Connection) -> str | None:
+    revision = MigrationContext.configure(conn).get_current_revision()
+    conn.rollback()  # end the autobegun transaction, so Alembic opens one per revision
+    return revision
+
+
+def _primary(exc: BaseException) -> str:
+    """The server's one-line reason (never the statement, which could hold a literal)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, psycopg.Error) and orig.diag.message_primary:
+        return orig.diag.message_primary
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _plan(conn: Connection, target: str) -> tuple[str | None, list[str]]:
+    """The database's revision and the revisions an upgrade to `target` applies, oldest first."""
+    current = current_revision(conn)
+    script = script_directory()
+    try:
+        if current is not None:
+            script.get_revision(current)
+        steps = list(script.iterate_revisions(target, current or "base"))
+    except CommandError:
+        raise DbopsError(
+            f"the database is at revision {current!r}, which these migrations do not contain "
+            "(a newer release migrated it); deploy that release or a newer one"
+        ) from None
+    return current, [step.revision for step in reversed(steps)]
+
+
+def upgrade(
+    url: str,
+    *,
+    target: str = "head",
+    wait_seconds: float = 30.0,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Upgrade to `target`, one transaction per revision; returns the revisions applied, oldest first.
+
+    On failure the database stays at the last revision that committed, and the error names the one that failed.
+    The caller holds the release lock.
+    """
+    config = alembic_config()
+    applied: list[str] = []
+
+    def on_apply(*, step: object, **_: object) -> None:
+        revision = str(getattr(step, "up_revision_id", ""))
+        applied.append(revision)
+        if progress:
+            progress(f"applied {describe(revision)}")
+
+    with migration_connection(url, wait_seconds=wait_seconds) as conn:
+        current, plan = _plan(conn, target)
+        if not plan:
+            if progress:
+                progress(f"schema already at {current}")
+            return applied
+        if progress:
+            progress(f"upgrading from {current or 'base'}: {', '.join(plan)}")
+        config.attributes["connection"] = conn
+        config.attributes["on_version_apply"] = on_apply
+        try:
+            command.upgrade(config, target)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            failed = plan[len(applied)] if len(applied) < len(plan) else plan[-1]
+            stays = applied[-1] if applied else current
+            raise DbopsError(
+                f"migration {describe(failed)} failed: {_primary(exc)}; "
+                f"the database stays at revision {stays or 'base (empty)'}"
+            ) from None
+    return applied
+
+
+def downgrade(url: str, *, target: str, wait_seconds: float = 30.0) -> None:
+    """Downgrade to `target` (e.g. `base`) as the owner role; for tests and emergencies. Caller holds the lock."""
+    config = alembic_config()
+    with migration_connection(url, wait_seconds=wait_seconds) as conn:
+        current_revision(conn)
+        config.attributes["connection"] = conn
+        try:
+            command.downgrade(config, target)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise DbopsError(f"downgrade to {target} failed: {_primary(exc)}") from None

@@ -1,0 +1,175 @@
+"""The release as a whole: idempotent, rotates keys and passwords, keeps secrets out, safe when run 5 at once."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import psycopg
+import pytest
+from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, REVISIONS, ROOT, clean_env, query, release_args
+from pgserver import PgServer, free_port, wait_until
+
+from dbops import locking, seed
+from dbops.errors import DbopsError
+from dbops.names import SERVICES
+from dbops.release import ReleaseResult, release
+
+ACTIVE_KEYS = "SELECT key_hash, name, permissions FROM api_keys WHERE is_active ORDER BY key_hash"
+
+
+def test_release_twice_is_idempotent(released: tuple[str, ReleaseResult]) -> None:
+    url, first = released
+    assert first.revision == HEAD and first.applied == REVISIONS
+    assert first.admin_api_key is None  # the key was handed in, so there is nothing new to report
+
+    second = release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, admin_api_key=ADMIN_KEY)
+    assert second.revision == HEAD and second.applied == ()
+    assert second.service_urls == first.service_urls
+    assert query(url, "SELECT email, name FROM users") == [(ADMIN_EMAIL, "Admin")]
+    assert query(url, ACTIVE_KEYS) == [(seed.key_hash(ADMIN_KEY), "Admin Key", {"admin": True})]
+    assert query(url, "SELECT count(*) FROM api_keys") == [(1,)]
+    # The stored hash is SQL's sha256 of the key, i.e. what a service computes to look a key up.
+    assert query(
+        url,
+        "SELECT count(*) FROM api_keys WHERE key_hash = encode(sha256(convert_to(%s, 'UTF8')), 'hex')",
+        (ADMIN_KEY,),
+    ) == [(1,)]
+
+
+def test_a_new_key_deactivates_the_old_one_and_no_key_keeps_the_active_one(released: tuple[str, ReleaseResult]) -> None:
+    url, _ = released
+    new_key = "gaia_rotated-key-abcdefghijklmnop"
+    rotated = release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, admin_api_key=new_key)
+    assert rotated.admin_api_key is None
+    assert query(url, ACTIVE_KEYS) == [(seed.key_hash(new_key), "Admin Key", {"admin": True})]
+    assert query(url, "SELECT is_active FROM api_keys WHERE key_hash = %s", (seed.key_hash(ADMIN_KEY),)) == [(False,)]
+
+    kept = release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+    assert kept.admin_api_key is None
+    assert query(url, ACTIVE_KEYS) == [(seed.key_hash(new_key), "Admin Key", {"admin": True})]
+
+
+def test_missing_secrets_are_generated(admin_url: str) -> None:
+    result = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
+    assert result.admin_api_key is not None and len(result.admin_api_key) >= 40
+    assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(result.admin_api_key), "Admin Key", {"admin": True})]
+    for service in SERVICES:
+        with psycopg.connect(result.service_urls[service]) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (f"gaia_{service}",)
+    secrets = [result.admin_api_key, *result.service_urls.values()]
+    assert all(secret not in repr(result) for secret in secrets)
+
+    # Generated passwords rotate on every release: the old URLs stop working, the new ones work.
+    again = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
+    assert again.admin_api_key is None  # an active admin key exists; it is kept, not replaced
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(result.service_urls["chat"]).close()
+    psycopg.connect(again.service_urls["chat"]).close()
+
+
+def test_service_urls_keep_host_port_database_and_sslmode(admin_url: str) -> None:
+    url = admin_url + "?sslmode=disable"
+    result = release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+    host_db = admin_url.split("@", 1)[1]
+    for service, service_url in result.service_urls.items():
+        assert service_url.startswith(f"postgresql://gaia_{service}:")
+        assert service_url.endswith(f"@{host_db}?sslmode=disable")
+
+
+def test_secrets_stay_out_of_statements_logs_and_progress(
+    pg: PgServer, superuser: psycopg.Connection[tuple[object, ...]], admin_url: str
+) -> None:
+    lines: list[str] = []
+    release(
+        admin_url,
+        environment="dev",
+        admin_email=ADMIN_EMAIL,
+        role_passwords=PASSWORDS,
+        admin_api_key=ADMIN_KEY,
+        progress=lines.append,
+    )
+    statements = [str(q) for (q,) in superuser.execute("SELECT query FROM pg_stat_statements")]
+    # pg_stat_statements keeps utility statements verbatim: the password statements are there, with verifiers only.
+    alter_role = [q for q in statements if "ALTER ROLE" in q and "PASSWORD" in q]
+    assert len(alter_role) >= len(SERVICES) and all("SCRAM-SHA-256$" in q for q in alter_role)
+    log = pg.log_file.read_text()
+    for secret in [*PASSWORDS.values(), ADMIN_KEY]:
+        assert not any(secret in q for q in statements)
+        assert secret not in log
+        assert not any(secret in line for line in lines)
+    assert lines and lines[-1] == f"done: revision {HEAD}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"environment": "qa"}, "environment 'qa' is not allowed; use one of dev, staging, prod"),
+        ({"admin_email": "not-an-email"}, "admin email 'not-an-email' is not an e-mail address"),
+        ({"role_passwords": {"billing": "x"}}, "unknown services billing; allowed: analytics, chat, assets, auth"),
+        ({"role_passwords": {"chat": ""}}, "the chat role password must be a non-empty string"),
+        ({"admin_api_key": ""}, "the admin API key must be a non-empty string"),
+    ],
+)
+def test_bad_input_fails_before_connecting(kwargs: dict[str, object], message: str) -> None:
+    # Nothing listens on this port: reaching the database would take the whole wait instead of failing at once.
+    url = f"postgresql://admin:pw@127.0.0.1:{free_port()}/db"
+    args: dict[str, object] = {"environment": "dev", "admin_email": ADMIN_EMAIL, "wait_seconds": 30, **kwargs}
+    started = time.monotonic()
+    with pytest.raises(DbopsError) as caught:
+        release(url, **args)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 1
+    assert message in str(caught.value)
+
+
+def test_five_concurrent_releases_on_an_empty_database(
+    admin_url: str, superuser: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    dbname = admin_url.rsplit("/", 1)[1]
+    env = {"GAIA_DB_ROLE_PASSWORDS": json.dumps(PASSWORDS), "GAIA_DB_ADMIN_API_KEY": ADMIN_KEY}
+    # Hold the release lock while the five start, so all of them are polling when it frees: a real race.
+    with psycopg.connect(admin_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (locking.LOCK_KEY,))
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "dbops", *release_args()],
+                cwd=ROOT,
+                env={**clean_env(), "DATABASE_URL": admin_url, **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'gaia-db-release'"
+        assert wait_until(lambda: superuser.execute(waiting, (dbname,)).fetchone() == (5,), timeout=60)
+        released_at = time.monotonic()
+        holder.execute("SELECT pg_advisory_unlock(%s)", (locking.LOCK_KEY,))
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    elapsed = time.monotonic() - released_at
+    print(f"5 concurrent releases finished {elapsed:.2f} s after the lock was freed")
+
+    assert [proc.returncode for proc in procs] == [0] * 5, [err for _, err in outputs]
+    assert {json.loads(out)["revision"] for out, _ in outputs} == {HEAD}
+    applied = Counter(m for _, err in outputs for m in re.findall(r"^applied (\S+)", err, flags=re.MULTILINE))
+    assert applied == Counter(REVISIONS)  # each revision applied exactly once, by one of the five
+    assert sum("waiting for another release" in err for _, err in outputs) == 5
+
+    # The server agrees: each DDL statement ran once in this database.
+    dbid = superuser.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    rows = superuser.execute(
+        "SELECT query, calls FROM pg_stat_statements WHERE dbid = %s AND "
+        "(query LIKE 'CREATE TABLE users%%' OR query LIKE 'CREATE INDEX CONCURRENTLY%%')",
+        dbid,
+    ).fetchall()
+    calls = {str(q): int(str(n)) for q, n in rows}
+    assert sorted(calls.values()) == [1, 1], calls
+    assert query(admin_url, "SELECT count(*) FROM pg_index WHERE NOT indisvalid OR NOT indisready") == [(0,)]
+    assert query(admin_url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'") == [(15,)]
+    assert query(admin_url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    assert query(admin_url, "SELECT count(*) FROM users") == [(1,)]
+    assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(ADMIN_KEY), "Admin Key", {"admin": True})]

@@ -1,0 +1,174 @@
+"""DESIGN.md's role matrix, cell by cell, by logging in as each service role and trying the statement."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, cli, project_copy, query, release_args, revision_source
+from pgserver import PgServer
+
+from dbops.names import OWNER_ROLE, SERVICES
+from dbops.release import ReleaseResult, release
+from dbops.urls import with_credentials
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+# The matrix restated from DESIGN.md (not imported from dbops.roles, so the test checks the code against the design).
+RW = {"select", "insert", "update", "delete"}
+ALLOWED: dict[str, dict[str, set[str]]] = {
+    "analytics": {"users": {"select"}, "api_keys": {"select"}, "chat_messages": {"select"}, "assets": {"select"}},
+    "chat": {"users": {"select"}, "api_keys": set(), "chat_messages": RW, "assets": set()},
+    "assets": {"users": {"select"}, "api_keys": set(), "chat_messages": set(), "assets": RW},
+    "auth": {"users": RW, "api_keys": RW | {"select_key_hash"}, "chat_messages": set(), "assets": set()},
+}
+USER = "11111111-1111-4111-8111-111111111111"
+BARE_USER = "33333333-3333-4333-8333-333333333333"  # nothing refers to it, so deleting it is possible
+ROW = "22222222-2222-4222-8222-222222222222"  # id of the sample row in api_keys, chat_messages, assets
+API_KEY_COLUMNS = "id, user_id, name, permissions, is_active, expires_at, last_used_at, created_at, updated_at"
+INSERTS = {
+    "users": "INSERT INTO users (email) VALUES ('new-{n}@x.io')",
+    "api_keys": f"INSERT INTO api_keys (user_id, key_hash) VALUES ('{USER}', 'hash-{{n}}')",
+    "chat_messages": f"INSERT INTO chat_messages (user_id, conversation_id, role, content) "
+    f"VALUES ('{USER}', gen_random_uuid(), 'user', 'hi')",
+    "assets": f"INSERT INTO assets (user_id, type, name) VALUES ('{USER}', 'image', 'a')",
+}
+UPDATED = {"users": "name", "api_keys": "name", "chat_messages": "content", "assets": "name"}
+
+
+def statements(table: str) -> dict[str, str]:
+    key = BARE_USER if table == "users" else ROW
+    return {
+        "select": f"SELECT {API_KEY_COLUMNS if table == 'api_keys' else '*'} FROM {table}",
+        "insert": INSERTS[table].replace("{n}", uuid.uuid4().hex),
+        "update": f"UPDATE {table} SET {UPDATED[table]} = {UPDATED[table]} WHERE id = '{key}'",
+        "delete": f"DELETE FROM {table} WHERE id = '{key}'",
+        "truncate": f"TRUNCATE {table} CASCADE",
+        "alter": f"ALTER TABLE {table} ADD COLUMN hacked integer",
+        "drop": f"DROP TABLE {table} CASCADE",
+        **({"select_key_hash": "SELECT key_hash FROM api_keys"} if table == "api_keys" else {}),
+    }
+
+
+CREATE_ANYTHING = {
+    "create_table": "CREATE TABLE public.intruder (id int)",
+    "create_temp_table": "CREATE TEMP TABLE intruder (id int)",
+    "create_schema": "CREATE SCHEMA intruder",
+    "create_function": "CREATE FUNCTION public.intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "create_view": "CREATE VIEW public.intruder AS SELECT 1 AS x",
+}
+
+
+def allowed(conn: Conn, statement: str) -> bool:
+    """Run `statement` in a transaction that is always rolled back; True if permitted, False if denied."""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(statement)
+        return True
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+
+
+@pytest.fixture(scope="module")
+def matrix_db(pg: PgServer) -> tuple[str, ReleaseResult]:
+    _, url = pg.create_database()
+    result = release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, admin_api_key=ADMIN_KEY)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO users (id, email) VALUES ('{USER}', 'u@x.io'), ('{BARE_USER}', 'bare@x.io')")
+        conn.execute(f"INSERT INTO api_keys (id, user_id, key_hash) VALUES ('{ROW}', '{USER}', 'h')")
+        conn.execute(
+            f"INSERT INTO chat_messages (id, user_id, conversation_id, role, content) "
+            f"VALUES ('{ROW}', '{USER}', gen_random_uuid(), 'user', 'hi')"
+        )
+        conn.execute(f"INSERT INTO assets (id, user_id, type, name) VALUES ('{ROW}', '{USER}', 'image', 'a')")
+    return url, result
+
+
+@pytest.fixture(scope="module")
+def sessions(matrix_db: tuple[str, ReleaseResult]) -> Iterator[dict[str, Conn]]:
+    """One login per service, through the service URL the release returned."""
+    conns = {s: psycopg.connect(matrix_db[1].service_urls[s], autocommit=True) for s in SERVICES}
+    try:
+        yield conns
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+CELLS = [
+    (service, table, operation) for service in SERVICES for table in ALLOWED[service] for operation in statements(table)
+]
+
+
+@pytest.mark.parametrize(("service", "table", "operation"), CELLS)
+def test_matrix_cell(sessions: dict[str, Conn], service: str, table: str, operation: str) -> None:
+    expected = operation in ALLOWED[service][table]
+    assert allowed(sessions[service], statements(table)[operation]) is expected
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("what", sorted(CREATE_ANYTHING))
+def test_no_service_creates_anything(sessions: dict[str, Conn], service: str, what: str) -> None:
+    assert not allowed(sessions[service], CREATE_ANYTHING[what])
+
+
+def test_role_attributes(matrix_db: tuple[str, ReleaseResult]) -> None:
+    url = matrix_db[0]
+    rows = query(
+        url,
+        "SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+        "FROM pg_roles WHERE rolname LIKE 'gaia\\_%' ORDER BY 1",
+    )
+    assert rows == sorted(
+        [(OWNER_ROLE, False, False, False, False, False, False)]
+        + [(f"gaia_{s}", True, False, False, False, False, False) for s in SERVICES]
+    )
+    # No service role is a member of anything (least of all the owner); the admin is a member of the owner only.
+    members = query(
+        url, "SELECT pg_get_userbyid(member) FROM pg_auth_members WHERE roleid = %s::regrole", (OWNER_ROLE,)
+    )
+    assert [m for (m,) in members if m.startswith("gaia_")] == []
+    assert query(url, "SELECT count(*) FROM pg_auth_members WHERE member::regrole::text LIKE 'gaia\\_%'") == [(0,)]
+    # Nobody can pass privileges on (a GRANT without grant option only warns, so look in the catalog).
+    services = [f"gaia_{s}" for s in SERVICES]
+    for view in ("table_privileges", "column_privileges"):
+        grantable = f"SELECT count(*) FROM information_schema.{view} WHERE grantee = ANY(%s) AND is_grantable = 'YES'"
+        assert query(url, grantable, (services,)) == [(0,)]
+    # The release ran as a non-superuser admin, like RDS's / Cloud SQL's.
+    assert query(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == [(False,)]
+
+
+def test_default_privileges_cover_a_table_created_later(matrix_db: tuple[str, ReleaseResult]) -> None:
+    url, result = matrix_db
+    with psycopg.connect(url, autocommit=True) as conn:  # a table created as the owner, outside any release
+        conn.execute(f"SET ROLE {OWNER_ROLE}")
+        conn.execute("CREATE TABLE adhoc (id int)")
+    try:
+        for service in SERVICES:
+            with psycopg.connect(result.service_urls[service], autocommit=True) as conn:
+                assert allowed(conn, "SELECT * FROM adhoc") is (service == "analytics")
+                assert not allowed(conn, "INSERT INTO adhoc VALUES (1)")
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE adhoc")
+
+
+def test_a_table_added_by_a_later_migration_follows_the_matrix(admin_url: str, tmp_path: Path) -> None:
+    later = revision_source(
+        "0003_feedback",
+        HEAD,
+        "feedback table",
+        "CREATE TABLE feedback (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), body text NOT NULL)",
+    )
+    project = project_copy(tmp_path, {"0003_feedback.py": later})
+    first = cli(*release_args(), database_url=admin_url, passwords=PASSWORDS, cwd=project)
+    assert first.returncode == 0, first.stderr
+    for service in SERVICES:
+        with psycopg.connect(with_credentials(admin_url, user=f"gaia_{service}", password=PASSWORDS[service])) as conn:
+            conn.autocommit = True
+            assert allowed(conn, "SELECT * FROM feedback") is (service == "analytics")
+            for write in ("INSERT INTO feedback (body) VALUES ('x')", "DELETE FROM feedback", "TRUNCATE feedback"):
+                assert not allowed(conn, write)
