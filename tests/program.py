@@ -41,6 +41,8 @@ class Declared:
     dependencies: list[str]
     additional_secret_outputs: list[str]
     custom: bool
+    outputs: dict[str, Any] = field(default_factory=dict)  # what a component registered
+    secret_outputs: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -79,13 +81,20 @@ def _secret_paths(struct: Any) -> set[str]:
 
 
 class FakeCloud(mocks.Mocks):
-    """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`."""
+    """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`.
+
+    `passwords` replaces the generated value of the RandomPasswords whose names end with its keys.
+    """
+
+    def __init__(self, passwords: Mapping[str, str] | None = None) -> None:
+        self.passwords = dict(passwords or {})
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         name = args.inputs.get("identifier") or args.inputs.get("name") or args.name
         if args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = f"pw-{args.name}-" + "x" * 8
+            chosen = [value for suffix, value in self.passwords.items() if args.name.endswith(suffix)]
+            outputs["result"] = chosen[0] if chosen else f"pw-{args.name}-" + "x" * 8
         elif args.typ == "random:index/randomId:RandomId":
             outputs["hex"] = "0a1b2c3d"
         elif args.typ == "aws:rds/instance:Instance":
@@ -136,9 +145,12 @@ class RecordingMonitor(mocks.MockMonitor):
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
-        if request.urn.endswith("::" + f"{PROJECT}-{settings.get_stack()}") and "pulumi:pulumi:Stack" in request.urn:
-            self.evaluation.outputs = unwrap(rpc.deserialize_properties(request.outputs))
-            self.evaluation.secret_outputs = _secret_paths(request.outputs)
+        outputs, secret = unwrap(rpc.deserialize_properties(request.outputs)), _secret_paths(request.outputs)
+        if "pulumi:pulumi:Stack" in request.urn:
+            self.evaluation.outputs, self.evaluation.secret_outputs = outputs, secret
+        else:
+            component = self.evaluation.by_urn(request.urn)
+            component.outputs, component.secret_outputs = outputs, secret
         return super().RegisterResourceOutputs(request)
 
 
@@ -174,11 +186,12 @@ def evaluate(
 ) -> Evaluation:
     """Run `__main__.py` for `stack` with `config` (full keys such as `gaia-db:provider`) and record it."""
     evaluation = Evaluation()
-    monitor = RecordingMonitor(cloud or FakeCloud(), evaluation)
+    cloud = cloud or FakeCloud()
+    monitor = RecordingMonitor(cloud, evaluation)
     # Pulumi config values are strings; objects travel as JSON, exactly as the CLI hands them to the program.
     as_strings = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
     set_all_config(as_strings, [key for key in secret_keys if key in as_strings])
-    mocks.set_mocks(cloud or FakeCloud(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    mocks.set_mocks(cloud, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     settings.set_root_resource(None)  # type: ignore[arg-type]  # run_in_stack makes the stack resource, as the CLI does
     with _in_project_dir():
         _sync_await(run_in_stack(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
