@@ -29,14 +29,9 @@ PARAMETERS = [
 
 
 class AwsCluster(DatabaseCluster):
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        admin_password: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("gaia:aws:PostgresCluster", name, None, opts)
+    TYPE = "gaia:aws:PostgresCluster"
+
+    def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.aws is not None
         env = settings.environment
         identifier = f"gaia-{env}"  # the seed's instance name: gaia-<env>.<region>.rds.amazonaws.com
@@ -152,11 +147,9 @@ class AwsCluster(DatabaseCluster):
         self.port = self.primary.port
         self.database_name = self.primary.db_name.apply(lambda db: db or settings.database_name)
         self.admin_user = self.primary.username
-        self.admin_password = pulumi.Output.secret(admin_password)
         self.readers = pulumi.Output.all(*[[r.address, r.port] for r in self.replicas]).apply(_host_ports)
         self.sslmode = "require"  # rds.force_ssl=1 refuses anything else
         self.release_dependencies = [self.primary, *self.replicas]
-        self._finish()
 
 
 def _host_ports(pairs: list[list[object]]) -> list[HostPort]:

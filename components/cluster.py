@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 import pulumi
+
+from components.settings import Settings
 
 
 class HostPort(TypedDict):
@@ -15,10 +17,12 @@ class HostPort(TypedDict):
 class DatabaseCluster(pulumi.ComponentResource):
     """A PostgreSQL primary (plus read replicas) and its admin login.
 
-    Subclasses declare their cloud's resources as children and set every attribute below, then call
-    `register_outputs`. `release_dependencies` are the resources the post-deploy release must wait for
+    Subclasses name their component type in `TYPE` and, in `_declare`, declare their cloud's resources as children
+    and set every attribute below. `release_dependencies` are the resources the post-deploy release must wait for
     (the primary, its replicas, and anything that makes the admin login valid).
     """
+
+    TYPE: ClassVar[str]
 
     host: pulumi.Output[str]
     port: pulumi.Output[int]
@@ -31,7 +35,16 @@ class DatabaseCluster(pulumi.ComponentResource):
     socket_dir: pulumi.Output[str] | None = None
     release_dependencies: list[pulumi.Resource]
 
-    def _finish(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        admin_password: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        self.admin_password = pulumi.Output.secret(admin_password)
+        self._declare(name, settings, admin_password)
         self.register_outputs(
             {
                 "host": self.host,
@@ -42,3 +55,6 @@ class DatabaseCluster(pulumi.ComponentResource):
                 "readers": self.readers,
             }
         )
+
+    def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
+        raise NotImplementedError

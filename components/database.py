@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
 import pulumi
 import pulumi_random as random
@@ -26,12 +25,9 @@ PASSWORD_LENGTH = 40
 API_KEY_LENGTH = 48
 
 
-ClusterClass = Callable[[str, Settings, pulumi.Input[str], pulumi.ResourceOptions], DatabaseCluster]
-
-
-def _cluster_class(provider: Provider) -> ClusterClass:
+def _cluster_class(provider: Provider) -> type[DatabaseCluster]:
     module, name = CLUSTER_CLASSES[provider]
-    cls: ClusterClass = getattr(importlib.import_module(module), name)
+    cls: type[DatabaseCluster] = getattr(importlib.import_module(module), name)
     return cls
 
 

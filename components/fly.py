@@ -74,14 +74,9 @@ def _app_id(stdout: str | None) -> str:
 
 
 class FlyCluster(DatabaseCluster):
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        admin_password: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("gaia:fly:PostgresCluster", name, None, opts)
+    TYPE = "gaia:fly:PostgresCluster"
+
+    def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         fly = settings.fly
         if fly is None or settings.fly_api_token is None:
             raise SettingsError("gaia-db:provider is fly, but the fly settings or gaia-db:flyApiToken are missing.")
@@ -150,8 +145,6 @@ class FlyCluster(DatabaseCluster):
         self.port = pulumi.Output.from_input(PRIMARY_PORT)
         self.database_name = pulumi.Output.from_input(settings.database_name)
         self.admin_user = pulumi.Output.from_input(ADMIN_USER)
-        self.admin_password = pulumi.Output.secret(admin_password)
         self.readers = summary.apply(lambda text: _readers(text, app))
         self.sslmode = SSLMODE
         self.release_dependencies = [self.cluster_command, self.password_command]
-        self._finish()

@@ -23,14 +23,9 @@ FLAGS = [
 
 
 class GcpCluster(DatabaseCluster):
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        admin_password: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("gaia:gcp:PostgresCluster", name, None, opts)
+    TYPE = "gaia:gcp:PostgresCluster"
+
+    def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.gcp is not None
         env = settings.environment
         instance_name = f"gaia-{env}"  # the seed's /cloudsql/project:region:gaia-<env>
@@ -124,11 +119,9 @@ class GcpCluster(DatabaseCluster):
         self.port = pulumi.Output.from_input(PORT)
         self.database_name = self.database.name
         self.admin_user = self.user.name
-        self.admin_password = pulumi.Output.secret(admin_password)
         self.readers = pulumi.Output.all(*[address(r) for r in self.replicas]).apply(
             lambda hosts: [HostPort(host=str(host), port=PORT) for host in hosts]
         )
         self.sslmode = "require"  # ENCRYPTED_ONLY refuses anything else
         self.socket_dir = self.primary.connection_name.apply(lambda connection: f"/cloudsql/{connection}")
         self.release_dependencies = [self.primary, *self.replicas, self.database, self.user]
-        self._finish()

@@ -58,14 +58,9 @@ def boot_id() -> str:
 
 
 class LocalCluster(DatabaseCluster):
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        admin_password: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("gaia:local:PostgresCluster", name, None, opts)
+    TYPE = "gaia:local:PostgresCluster"
+
+    def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         if settings.local is None:
             raise ValueError(f"LocalCluster needs a local stack's settings, but this stack's provider is "
                              f"{settings.provider}.")
@@ -112,8 +107,6 @@ class LocalCluster(DatabaseCluster):
         self.port = pulumi.Output.from_input(port)
         self.database_name = pulumi.Output.from_input(settings.database_name)
         self.admin_user = pulumi.Output.from_input(ADMIN_USER)
-        self.admin_password = pulumi.Output.secret(admin_password)
         self.readers = pulumi.Output.from_input(readers)
         self.sslmode = "require"
         self.release_dependencies = [self.primary, self.replicas]
-        self._finish()
