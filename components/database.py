@@ -10,8 +10,8 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster
 from components.release import Release
 from components.settings import Provider, Settings
-from dbops.migrate import head_revision
 from dbops.names import SERVICE_ROLES, SERVICES
+from dbops.revisions import head_revision
 from dbops.urls import build_url
 
 # Each provider's module is imported only when its stack needs it: pulumi_gcp alone takes seconds to import.

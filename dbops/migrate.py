@@ -53,14 +53,6 @@ def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
-def head_revision() -> str:
-    """The revision `migrations/` leads to, read from the scripts alone (no database)."""
-    heads = script_directory().get_heads()
-    if len(heads) != 1:
-        raise DbopsError(f"migrations/ must have exactly one head revision, found {len(heads)}: {', '.join(heads)}")
-    return heads[0]
-
-
 def describe(revision: str) -> str:
     """`0002_chat_history_index (index chat_messages for conversation history)` for messages."""
     script = script_directory().get_revision(revision)

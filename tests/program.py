@@ -166,10 +166,23 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict
     return config
 
 
+def provider_config(stack: str, provider: str, **extra: Any) -> dict[str, Any]:
+    """The real Pulumi.<stack>.yaml switched to `provider` the way a user would edit it, plus `extra` keys."""
+    base = stack_config(stack)
+    overrides: dict[str, Any] = {"gaia-db:provider": provider}
+    for section in ("fly", "local"):
+        if section != provider and f"gaia-db:{section}" in base:
+            overrides[f"gaia-db:{section}"] = None
+    if provider == "fly":
+        overrides["gaia-db:flyApiToken"] = "fly-api-token-value"  # real stacks set it with `config set --secret`
+    overrides.update({f"gaia-db:{key}": value for key, value in extra.items()})
+    return stack_config(stack, overrides)
+
+
 @contextmanager
-def _in_project_dir() -> Iterator[None]:
+def _in_dir(directory: Path) -> Iterator[None]:
     before = Path.cwd()
-    os.chdir(ROOT)
+    os.chdir(directory)
     try:
         yield
     finally:
@@ -183,8 +196,10 @@ def evaluate(
     preview: bool = False,
     secret_keys: tuple[str, ...] = ("gaia-db:flyApiToken", "gaia-db:releaseUrl"),
     cloud: mocks.Mocks | None = None,
+    program: Path = ROOT / "__main__.py",
 ) -> Evaluation:
-    """Run `__main__.py` for `stack` with `config` (full keys such as `gaia-db:provider`) and record it."""
+    """Run `program` (the project's `__main__.py`) for `stack` with `config` (full keys such as
+    `gaia-db:provider`) in the program's directory, as the CLI would, and record what it declares."""
     evaluation = Evaluation()
     cloud = cloud or FakeCloud()
     monitor = RecordingMonitor(cloud, evaluation)
@@ -193,8 +208,8 @@ def evaluate(
     set_all_config(as_strings, [key for key in secret_keys if key in as_strings])
     mocks.set_mocks(cloud, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     settings.set_root_resource(None)  # type: ignore[arg-type]  # run_in_stack makes the stack resource, as the CLI does
-    with _in_project_dir():
-        _sync_await(run_in_stack(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    with _in_dir(program.parent):
+        _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
     return evaluation
 
 

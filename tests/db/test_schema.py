@@ -13,7 +13,8 @@ import pytest
 from dbhelpers import HEAD, ROOT, query, schema_snapshot
 from pgserver import PgServer
 
-from dbops import migrate, seed
+from dbops import migrate, revisions, seed
+from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE
 from dbops.release import ReleaseResult, release
 
@@ -144,18 +145,32 @@ def test_alembic_check_passes_and_catches_drift(released: tuple[str, ReleaseResu
     assert "assets" in drift.stdout + drift.stderr and "status" in drift.stdout + drift.stderr
 
 
-def test_head_revision_needs_no_database_nor_working_directory(tmp_path: Path) -> None:
-    assert migrate.head_revision() == HEAD
+def test_head_revision_needs_no_database_nor_working_directory_nor_alembic(tmp_path: Path) -> None:
+    assert revisions.head_revision() == HEAD == migrate.script_directory().get_heads()[0]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The program reads the head on every preview: it must not pay for importing alembic, SQLAlchemy or psycopg.
+    script = ("import sys; from dbops.revisions import head_revision; print(head_revision()); "
+              "print(sorted(m for m in ('alembic', 'sqlalchemy', 'psycopg') if m in sys.modules))")
     out = subprocess.run(
-        [sys.executable, "-c", "from dbops.migrate import head_revision; print(head_revision())"],
+        [sys.executable, "-c", script],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert out.stdout.strip() == HEAD
+    assert out.stdout.split() == [HEAD, "[]"]
+
+
+def test_head_revision_follows_the_chain_and_refuses_a_fork(tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for name, down in (("a", None), ("b", "a"), ("c", "b")):
+        (versions / f"{name}.py").write_text(f"revision = {name!r}\ndown_revision = {down!r}\n")
+    assert revisions.head_revision(versions) == "c"
+    (versions / "d.py").write_text("revision: str = 'd'\ndown_revision = 'b'\n")
+    with pytest.raises(DbopsError, match="exactly one head revision, found 2: c, d"):
+        revisions.head_revision(versions)
 
 
 def test_downgrade_to_base_and_release_again_gives_the_identical_schema(released: tuple[str, ReleaseResult]) -> None:

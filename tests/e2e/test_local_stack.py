@@ -38,8 +38,8 @@ from pulumi.runtime.proto import provider_pb2
 
 from components.local import ADMIN_USER, boot_id
 from components.scripts import HERE as SCRIPTS_DIR
-from dbops.migrate import head_revision
 from dbops.names import SERVICES
+from dbops.revisions import head_revision
 from dbops.seed import key_hash
 
 COMMAND = "command:local:Command"

@@ -17,7 +17,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2
 
-from dbops.migrate import head_revision
+from dbops.revisions import head_revision
 from dbops.seed import key_hash
 from dbops.urls import build_url, parse_url
 

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
-from program import ROOT, Declared, evaluate
+from program import ROOT, Declared, evaluate, provider_config
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
@@ -30,7 +30,6 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
-from test_program import config_for
 
 from components.settings import TIERS
 from policy import gaia_policies as gp
@@ -240,7 +239,7 @@ _programs: dict[tuple[str, str], list[Res]] = {}
 def program(env: str, provider: str) -> list[Res]:
     """The real program's resources (a fresh copy each call, to weaken freely)."""
     if (env, provider) not in _programs:
-        declared: list[Declared] = evaluate(env, config_for(env, provider)).resources
+        declared: list[Declared] = evaluate(env, provider_config(env, provider)).resources
         _programs[env, provider] = [Res(d.type, d.name, d.inputs, d.protect, d.urn) for d in declared]
     return copy.deepcopy(_programs[env, provider])
 
@@ -340,7 +339,7 @@ WEAKENED = [
     ("gcp", "prod", drop(gp.CLOUDSQL, "replica-1"), {"read-replicas-in-prod"}),
     ("fly", "prod", paste_into("cluster", "create", "FLY_API_TOKEN", "export FLY_ACCESS_TOKEN={}"),
      {"no-credential-in-command-line"}),
-    ("fly", "dev", paste_into("admin-password", "update", "GAIA_FLY_ADMIN_PASSWORD",
+    ("fly", "dev", paste_into("postgres-password", "update", "GAIA_FLY_ADMIN_PASSWORD",
                               "printf 'OPERATOR_PASSWORD={}' | fly secrets import"),
      {"no-credential-in-command-line"}),
     ("fly", "staging", set_env("cluster", gp.FLY_SNAPSHOT_DAYS, "1"), {"backups-meet-tier"}),

@@ -6,10 +6,8 @@ checked for their names, values and secretness.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from program import Declared, Evaluation, evaluate, run_error, stack_config
+from program import Declared, Evaluation, evaluate, provider_config, run_error, stack_config
 
 from components.settings import TIERS
 from components.sizing import cloudsql_tier, rds_instance_class
@@ -23,24 +21,13 @@ PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "poo
 SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceUrls", "adminApiKey"}
 
 
-def config_for(env: str, provider: str, **extra: Any) -> dict[str, Any]:
-    """The real Pulumi.<env>.yaml, switched to another provider the way a user would edit it."""
-    overrides: dict[str, Any] = {"gaia-db:provider": provider}
-    if provider != "fly":
-        overrides["gaia-db:fly"] = None
-    else:
-        overrides["gaia-db:flyApiToken"] = "fly-api-token-value"
-    overrides.update({f"gaia-db:{key}": value for key, value in extra.items()})
-    return stack_config(env, overrides)
-
-
 _cache: dict[tuple[str, str, bool], Evaluation] = {}
 
 
 def program(env: str, provider: str, preview: bool = False) -> Evaluation:
     key = (env, provider, preview)
     if key not in _cache:
-        _cache[key] = evaluate(env, config_for(env, provider), preview=preview)
+        _cache[key] = evaluate(env, provider_config(env, provider), preview=preview)
     return _cache[key]
 
 
@@ -96,7 +83,7 @@ def test_credentials_are_random_and_the_admin_key_rotates_with_its_version(provi
         assert secret.inputs["length"] >= 40 and secret.inputs["special"] is False
     key = ev.one("random:index/randomPassword:RandomPassword", "admin-api-key")
     assert key.inputs["keepers"] == {"version": "1"}
-    bumped = evaluate("dev", config_for("dev", provider, adminKeyVersion=2))
+    bumped = evaluate("dev", provider_config("dev", provider, adminKeyVersion=2))
     rotated = bumped.one("random:index/randomPassword:RandomPassword", "admin-api-key")
     assert rotated.inputs["keepers"] == {"version": "2"}
 
@@ -179,7 +166,7 @@ def test_rds_network_defaults_to_the_default_vpc_and_its_own_cidr() -> None:
 def test_rds_network_admits_only_the_configured_sources() -> None:
     aws = {"vpcId": "vpc-0123abcd", "subnetIds": ["subnet-0123abcd", "subnet-4567abcd"],
            "allowedCidrs": ["10.8.0.0/16"], "allowedSecurityGroupIds": ["sg-0123abcd"]}
-    ev = evaluate("prod", config_for("prod", "aws", aws=aws))
+    ev = evaluate("prod", provider_config("prod", "aws", aws=aws))
     group = ev.one("aws:ec2/securityGroup:SecurityGroup")
     assert group.inputs["vpcId"] == "vpc-0123abcd"
     [rule] = group.inputs["ingress"]
@@ -233,7 +220,7 @@ def test_cloudsql_replicas_database_and_admin_user(env: str) -> None:
 
 def test_cloudsql_private_network_removes_the_public_ip() -> None:
     network = "projects/gaia-project/global/networks/gaia-vpc"
-    ev = evaluate("staging", config_for("staging", "gcp", gcp={"privateNetwork": network}))
+    ev = evaluate("staging", provider_config("staging", "gcp", gcp={"privateNetwork": network}))
     for instance in ev.of_type(CLOUDSQL):
         ip = instance.inputs["settings"]["ipConfiguration"]
         assert ip["ipv4Enabled"] is False and ip["privateNetwork"] == network
@@ -243,12 +230,12 @@ def test_cloudsql_private_network_removes_the_public_ip() -> None:
 # --- errors reach the user as one sentence, before any resource is declared ---
 
 def test_a_bad_value_stops_the_program_before_any_resource() -> None:
-    message = run_error("dev", config_for("dev", "aws", readReplicas=9))
+    message = run_error("dev", provider_config("dev", "aws", readReplicas=9))
     assert message == "gaia-db:readReplicas is 9, but it must be an integer from 0 to 5."
 
 
 def test_a_misspelt_key_in_the_stack_file_is_reported() -> None:
-    config = config_for("dev", "aws")
+    config = provider_config("dev", "aws")
     config["gaia-db:backupRetention"] = "3"
     assert "gaia-db:backupRetention is not a gaia-db setting" in run_error("dev", config)
 
@@ -267,7 +254,7 @@ RELEASE = "pulumi-python:dynamic/gaia:Release"
 @pytest.mark.parametrize("provider", CLOUDS)
 @pytest.mark.parametrize("env", ENVS)
 def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, provider: str, preview: bool) -> None:
-    from dbops.migrate import head_revision
+    from dbops.revisions import head_revision
 
     ev = program(env, provider, preview)
     release = ev.one(RELEASE)
@@ -296,7 +283,7 @@ def ev_admin_email(env: str) -> str:
 
 
 def test_the_release_can_go_through_a_tunnel_while_outputs_keep_the_real_host() -> None:
-    ev = evaluate("dev", config_for("dev", "aws", releaseUrl="postgresql://127.0.0.1:15432?sslmode=require"))
+    ev = evaluate("dev", provider_config("dev", "aws", releaseUrl="postgresql://127.0.0.1:15432?sslmode=require"))
     release = ev.one(RELEASE)
     assert release.inputs["connectionUrl"].endswith("@127.0.0.1:15432/llm_platform?sslmode=require")
     assert release.inputs["endpoint"] == "gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:5432/llm_platform"
