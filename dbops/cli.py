@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from dbops.errors import DbopsError
 from dbops.names import ENVIRONMENTS, SERVICES
 
-EXIT_ERROR = 1
+EXIT_ERROR = 1  # the command could not do its job (bad input, unreachable database, failing tool)
+EXIT_FAILED_CHECK = 2  # the command ran and found a problem: unhealthy (health), drift (diff-schema)
+PROVIDERS = ("fly", "aws", "gcp", "local")
 
 
 def _progress(message: str) -> None:
@@ -60,6 +62,116 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_url() -> str:
+    url = _env("DATABASE_URL")
+    if url is None:
+        raise DbopsError("set DATABASE_URL to the URL of the database, e.g. postgresql://user:pw@host:5432/db")
+    return url
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from dbops.health import check
+
+    result = check(_database_url(), timeout=args.timeout, max_lag=args.max_lag, expect_replicas=args.expect_replicas)
+    print(json.dumps(result, indent=2))
+    return 0 if result["status"] == "healthy" else EXIT_FAILED_CHECK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from dbops.metrics import collect, render
+
+    report = collect(_database_url(), slow_ms=args.slow_ms, provider=args.provider)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+def _need_environment(args: argparse.Namespace, command: str) -> str:
+    if args.environment is None:
+        raise DbopsError(f"{command} --provider {args.provider} needs --environment ({', '.join(ENVIRONMENTS)})")
+    return str(args.environment)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dbops import backup
+    from dbops.urls import parse_url
+
+    if args.provider in backup.CLOUD_PROVIDERS:
+        if args.output is not None:
+            raise DbopsError(f"--output is for pg_dump backups; {args.provider} keeps its backups itself")
+        argv = backup.backup_command(args.provider, _need_environment(args, "backup"))
+        return backup.run_command(argv, args.provider, dry_run=args.dry_run, progress=_progress, echo=print)
+    url = _database_url()
+    output = Path(args.output or f"{parse_url(url).database}-{backup.utc_stamp()}.dump")
+    if args.dry_run:
+        print(f"pg_dump --format=custom --file={output} --dbname={backup._passwordless(url)}")
+        return 0
+    print(json.dumps(backup.dump(url, output, progress=_progress)))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dbops import backup
+
+    if args.provider in backup.CLOUD_PROVIDERS:
+        if args.file is not None or args.database is not None:
+            raise DbopsError(f"restore --provider {args.provider} restores the provider's backups into --target; "
+                             "it takes no dump file or --database")
+        if args.target is None:
+            raise DbopsError(f"restore --provider {args.provider} needs --target, the name of the NEW instance")
+        argv = backup.restore_command(args.provider, _need_environment(args, "restore"), args.target, args.time)
+        return backup.run_command(argv, args.provider, dry_run=args.dry_run, progress=_progress, echo=print)
+    if args.file is None or args.database is None:
+        raise DbopsError("restore needs a dump file and --database NEW_NAME (or --provider fly|aws|gcp --target NAME)")
+    if args.target is not None or args.time is not None:
+        raise DbopsError("--target and --time are for cloud restores (--provider fly|aws|gcp)")
+    url = _database_url()
+    if args.dry_run:
+        print(f"CREATE DATABASE {args.database}; pg_restore --exit-on-error --single-transaction "
+              f"--dbname={backup._passwordless(url, args.database)} {args.file}")
+        return 0
+    result = backup.restore(url, Path(args.file), args.database, no_owner=args.no_owner, no_acl=args.no_acl,
+                            progress=_progress)
+    print(json.dumps(result))
+    return 0
+
+
+def _url_argument(value: str, which: str) -> str:
+    """`env:NAME` (the URL is in that variable), or a URL without a password (libpq then uses ~/.pgpass)."""
+    from dbops.urls import parse_url
+
+    if value.startswith("env:"):
+        name = value[4:]
+        url = _env(name)
+        if url is None:
+            raise DbopsError(f"{which}: the environment variable {name} is not set")
+        return url
+    if parse_url(value).password:
+        raise DbopsError(
+            f"{which} holds a password, which would be visible to every user of this machine in the process list; "
+            "put the URL in a variable and pass env:NAME instead (e.g. env:DEV_URL)"
+        )
+    return value
+
+
+def cmd_diff_schema(args: argparse.Namespace) -> int:
+    from dbops.schema_diff import compare, render, snapshot
+
+    a = snapshot(_url_argument(args.a, "URL_A"))
+    b = snapshot(_url_argument(args.b, "URL_B"))
+    diffs = compare(a, b)
+    if args.json:
+        print(json.dumps({"a": {"database": a.label, "revision": a.revision},
+                          "b": {"database": b.label, "revision": b.revision},
+                          "drift": bool(diffs), "differences": [d.as_dict() for d in diffs]}, indent=2))
+    else:
+        print(render(a, b, diffs))
+    return EXIT_FAILED_CHECK if diffs else 0
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -68,6 +180,12 @@ def _positive_seconds(text: str) -> float:
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,6 +209,78 @@ def parser() -> argparse.ArgumentParser:
         help=f"how long to wait for the database to accept connections (default {DEFAULT_WAIT:g})",
     )
     rel.set_defaults(handler=cmd_release)
+
+    health = commands.add_parser(
+        "health",
+        help="is DATABASE_URL's server responsive, and its replication healthy? JSON; exit 0 healthy, 2 unhealthy",
+        description="Connects to DATABASE_URL (any login; pg_monitor shows replica details) and prints JSON: status, "
+        "responsive, role (primary/replica), replication_lag in seconds (0 on a primary), replicas (primary), "
+        "reasons. Exit 0 when healthy, 2 when not, 1 when the command itself is misused.",
+    )
+    health.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="SECONDS",
+                        help="connect timeout, and again statement timeout (default 5)")
+    health.add_argument("--max-lag", type=_positive_seconds, default=30.0, metavar="SECONDS",
+                        help="replication lag above this is unhealthy (default 30)")
+    health.add_argument("--expect-replicas", type=_count, default=None, metavar="N",
+                        help="on a primary: unhealthy unless at least N replicas are streaming")
+    health.set_defaults(handler=cmd_health)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="connections per database, table sizes, slow queries (pg_stat_statements) of DATABASE_URL",
+        description="The seed's three monitoring queries as tables (or JSON with --json). Without "
+        "pg_stat_statements the slow-query section says why and how to enable it.",
+    )
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    metrics.add_argument("--slow-ms", type=_positive_seconds, default=100.0, metavar="MS",
+                         help="mean execution time that makes a query slow (default 100)")
+    metrics.add_argument("--provider", choices=PROVIDERS, help="show only this provider's way to enable "
+                         "pg_stat_statements")
+    metrics.set_defaults(handler=cmd_metrics)
+
+    bak = commands.add_parser(
+        "backup",
+        help="on-demand backup: the provider's snapshot (fly/aws/gcp) or pg_dump -Fc of DATABASE_URL",
+        description="--provider fly|aws|gcp --environment ENV prints the provider's backup command and runs it "
+        "(credentials from the environment). Otherwise (local, or any URL) pg_dump --format=custom of DATABASE_URL "
+        "into --output (default <database>-<UTC time>.dump; never overwritten), password via PGPASSWORD.",
+    )
+    bak.add_argument("--provider", choices=PROVIDERS, default="local")
+    bak.add_argument("--environment", choices=ENVIRONMENTS)
+    bak.add_argument("--output", metavar="FILE", help="pg_dump only: the archive to write")
+    bak.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    bak.set_defaults(handler=cmd_backup)
+
+    res = commands.add_parser(
+        "restore",
+        help="restore into a NEW database (pg_restore) or a NEW instance (fly/aws/gcp point in time)",
+        description="FILE --database NEW: creates NEW on DATABASE_URL's server (refused if it exists) and "
+        "pg_restores FILE into it in one transaction. --provider fly|aws|gcp --environment ENV --target NAME "
+        "[--time 2026-01-02T03:04:05Z]: the provider's restore into a new instance/app NAME (latest state without "
+        "--time).",
+    )
+    res.add_argument("file", nargs="?", metavar="FILE", help="a custom-format archive from `dbops backup`")
+    res.add_argument("--database", metavar="NEW", help="the database to create and restore into")
+    res.add_argument("--no-owner", action="store_true", help="do not restore ownership (roles missing here)")
+    res.add_argument("--no-acl", action="store_true", help="do not restore privileges (roles missing here)")
+    res.add_argument("--provider", choices=PROVIDERS, default="local")
+    res.add_argument("--environment", choices=ENVIRONMENTS)
+    res.add_argument("--target", metavar="NAME", help="cloud: the new instance / app to restore into")
+    res.add_argument("--time", metavar="RFC3339", help="cloud: restore to this UTC time (e.g. 2026-01-02T03:04:05Z)")
+    res.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    res.set_defaults(handler=cmd_restore)
+
+    diff = commands.add_parser(
+        "diff-schema",
+        help="every schema difference between two databases and their Alembic revisions; exit 2 on drift",
+        description="URL_A and URL_B are env:NAME (the URL is in that environment variable) or URLs without a "
+        "password (libpq reads ~/.pgpass). Compares tables, columns, constraints, indexes, functions, triggers, "
+        "extensions and the alembic revision. Exit 0 identical, 2 drift, 1 error.",
+    )
+    diff.add_argument("a", metavar="URL_A")
+    diff.add_argument("b", metavar="URL_B")
+    diff.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    diff.set_defaults(handler=cmd_diff_schema)
     return top
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from bench import ROOT
-from bench.run import AGAIN, BEFORE, BUILD, DURING, EVAL, FAILED, FRESH, IMPORT_ROW, LIGHT_HEAD, NOOP, STACKS
+from bench.run import AGAIN, BEFORE, BUILD, DURING, EVAL, FAILED, FRESH, IMPORT_ROW, NOOP, STACKS
 
 
 def test_the_benchmark_prints_every_row_and_a_no_op_diff_opens_no_connection() -> None:
@@ -25,7 +25,6 @@ def test_the_benchmark_prints_every_row_and_a_no_op_diff_opens_no_connection() -
 
     expected = [NOOP, FRESH, AGAIN, FAILED, BEFORE, DURING, BUILD, IMPORT_ROW]
     expected += [f"{EVAL} {stack} ({provider}):" for stack, provider in STACKS]
-    expected += [f"{EVAL} {stack} ({provider}), head read" for stack, provider in LIGHT_HEAD]
     for label in expected:
         assert sum(1 for row in rows if row.startswith(label)) == 1, (label, list(rows))
     assert len(rows) == len(expected)

@@ -1,0 +1,307 @@
+"""Backups and restores: the providers' own snapshot / point-in-time commands, and pg_dump / pg_restore for any URL.
+
+Cloud stacks (resource names from components/*.py):
+
+- fly: `fly pg backup create -a gaia-db-<env>`;
+  restore: `fly pg backup restore <target> -a gaia-db-<env> [--restore-target-time T]`
+- aws: `aws rds create-db-snapshot --db-instance-identifier gaia-<env> --db-snapshot-identifier gaia-<env>-<UTC>`;
+  restore: `aws rds restore-db-instance-to-point-in-time --source-db-instance-identifier gaia-<env> ...`
+- gcp: `gcloud sql backups create --instance=gaia-<env> --description=...`;
+  restore: `gcloud sql instances clone gaia-<env> <target> [--point-in-time=T]`
+
+Restores always go into a NEW instance / app.
+
+The command is printed, then run with this process's environment (the CLIs take their credentials from there:
+FLY_API_TOKEN, AWS_PROFILE / AWS_*, gcloud's configuration); `dry_run` prints only. No argument ever holds a secret.
+
+Any URL (local stacks, or a logical copy of a cloud database): `pg_dump --format=custom`, and `pg_restore` into a
+database this command creates, so it can never write over an existing one. The password reaches pg_dump/pg_restore
+as PGPASSWORD in their environment, never in argv; the URL they get has no password.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from dbops import roles
+from dbops.connect import connect
+from dbops.errors import DbopsError
+from dbops.names import ENVIRONMENTS, OWNER_ROLE
+from dbops.urls import normalize_url, parse_url
+
+Progress = Callable[[str], None]
+CLOUD_PROVIDERS = ("fly", "aws", "gcp")
+TOOLS = {"fly": "fly", "aws": "aws", "gcp": "gcloud"}
+INSTALL = {
+    "fly": "install flyctl (https://fly.io/docs/flyctl/install/)",
+    "aws": "install the AWS CLI v2",
+    "gcp": "install the Google Cloud CLI",
+}
+DUMP_MAGIC = b"PGDMP"
+# A new instance / app name: lower-case letters, digits and single hyphens, starting with a letter (valid for RDS
+# instance identifiers, Cloud SQL instance ids and Fly app names alike).
+TARGET_NAME = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]$")
+DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    """`20260102-030405`: sortable, and valid in RDS snapshot identifiers."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+
+
+def _check_environment(environment: str) -> None:
+    if environment not in ENVIRONMENTS:
+        raise DbopsError(f"environment {environment!r} is not allowed; use one of {', '.join(ENVIRONMENTS)}")
+
+
+def parse_utc_time(text: str) -> str:
+    """An RFC 3339 UTC timestamp, normalised to `2026-01-02T03:04:05Z`; anything else is refused."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.utcoffset() is None or value.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
+        raise DbopsError(f"time {text!r} is not an RFC 3339 UTC timestamp like 2026-01-02T03:04:05Z")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backup_command(provider: str, environment: str, now: datetime | None = None) -> list[str]:
+    """The provider's on-demand backup of the environment's database, as argv."""
+    _check_environment(environment)
+    stamp = utc_stamp(now)
+    if provider == "fly":
+        # flyctl internal/command/postgres/backup.go: `backup create` (-a/--app, -n/--name, -i/--immediate-checkpoint)
+        return ["fly", "pg", "backup", "create", "-a", f"gaia-db-{environment}"]
+    if provider == "aws":
+        return ["aws", "rds", "create-db-snapshot", "--db-instance-identifier", f"gaia-{environment}",
+                "--db-snapshot-identifier", f"gaia-{environment}-{stamp}"]
+    if provider == "gcp":
+        iso = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ["gcloud", "sql", "backups", "create", f"--instance=gaia-{environment}",
+                f"--description=gaia-db {environment} on-demand backup {iso}"]
+    raise DbopsError(f"provider {provider!r} has no cloud backup; use one of {', '.join(CLOUD_PROVIDERS)}")
+
+
+def restore_command(provider: str, environment: str, target: str, at: str | None = None) -> list[str]:
+    """The provider's restore of the environment's database into the NEW instance / app `target`, as argv.
+
+    `at` (RFC 3339 UTC) restores to that point in time; without it, to the latest recoverable state.
+    """
+    _check_environment(environment)
+    if not TARGET_NAME.fullmatch(target):
+        raise DbopsError(
+            f"target {target!r} is not a valid new instance name: use 2-63 lower-case letters, digits and single "
+            "hyphens, starting with a letter"
+        )
+    source = f"gaia-db-{environment}" if provider == "fly" else f"gaia-{environment}"
+    if target == source or target.startswith(f"{source}-replica-"):
+        raise DbopsError(f"target {target!r} names the existing database; restores go into a new instance")
+    when = parse_utc_time(at) if at is not None else None
+    if provider == "fly":
+        # flyctl backup.go `restore <destination-app-name>`: --restore-target-time, --restore-target-name, ...
+        argv = ["fly", "pg", "backup", "restore", target, "-a", source]
+        return argv + (["--restore-target-time", when] if when else [])
+    if provider == "aws":
+        # The restored instance keeps this stack's subnet group and parameter group (TLS only, pg_stat_statements);
+        # its security group is set afterwards (docs/RUNBOOK.md).
+        argv = ["aws", "rds", "restore-db-instance-to-point-in-time", "--source-db-instance-identifier", source,
+                "--target-db-instance-identifier", target]
+        argv += ["--restore-time", when] if when else ["--use-latest-restorable-time"]
+        return [*argv, "--db-subnet-group-name", source, "--db-parameter-group-name", source,
+                "--no-publicly-accessible"]
+    if provider == "gcp":
+        return ["gcloud", "sql", "instances", "clone", source, target, *([f"--point-in-time={when}"] if when else [])]
+    raise DbopsError(f"provider {provider!r} has no cloud restore; use one of {', '.join(CLOUD_PROVIDERS)}")
+
+
+def run_command(argv: list[str], provider: str, *, dry_run: bool, progress: Progress,
+                echo: Callable[[str], None]) -> int:
+    """Print the command (stdout), then run it with inherited stdio unless `dry_run`."""
+    echo(shlex.join(argv))
+    sys.stdout.flush()  # the command line comes before anything the tool prints
+    if dry_run:
+        return 0
+    if shutil.which(argv[0]) is None:
+        raise DbopsError(f"`{argv[0]}` is not on PATH; {INSTALL[provider]} and log in, or use --dry-run")
+    progress(f"running {argv[0]} {' '.join(argv[1:3])} ...")
+    completed = subprocess.run(argv, check=False)
+    if completed.returncode != 0:
+        raise DbopsError(
+            f"`{shlex.join(argv[:4])}` failed with exit status {completed.returncode}; its message is above"
+        )
+    return 0
+
+
+# --- pg_dump / pg_restore -----------------------------------------------------------------------------------------
+
+
+def client_binary(name: str) -> str:
+    """The newest PostgreSQL client `name` (pg_dump, pg_restore): /usr/lib/postgresql/<v>/bin, else PATH."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3]))
+    if found:
+        return found[-1]
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    raise DbopsError(f"{name} is not installed; install the PostgreSQL client (e.g. apt-get install postgresql-client)")
+
+
+def _passwordless(url: str, database: str | None = None) -> str:
+    """The URL without its password (for argv), optionally naming another database."""
+    parts = urlsplit(normalize_url(url))
+    hostport = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    netloc = f"{quote(user, safe='')}@{hostport}" if user else hostport
+    path = f"/{quote(database, safe='')}" if database is not None else parts.path
+    return urlunsplit(("postgresql", netloc, path, parts.query, ""))
+
+
+def _tool_env(url: str) -> dict[str, str]:
+    """This process's environment minus libpq's own variables, plus the password (never argv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    password = parse_url(url).password
+    if password:
+        env["PGPASSWORD"] = password
+    env["PGCONNECT_TIMEOUT"] = "10"
+    return env
+
+
+def _tool_error(tool: str, stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # pg_dump/pg_restore prefix lines with "pg_dump: error:"; the first error line is the cause.
+    errors = [line for line in lines if "error:" in line] or lines or ["no message"]
+    detail = errors[0].split("error:", 1)[-1].strip()
+    return f"{tool} failed: {detail}"
+
+
+def dump(url: str, output: Path, *, progress: Progress | None = None) -> dict[str, Any]:
+    """`pg_dump --format=custom` of the URL's database into `output` (which must not exist)."""
+    say = progress or (lambda _m: None)
+    target = parse_url(url)
+    if output.exists():
+        raise DbopsError(f"{output} already exists; backups never overwrite a file, choose another --output")
+    if not output.parent.is_dir():
+        raise DbopsError(f"the directory {output.parent} does not exist")
+    partial = output.with_name(output.name + ".partial")
+    say(f"dumping database {target.database} at {target.location} to {output}")
+    started = time.monotonic()
+    argv = [client_binary("pg_dump"), "--format=custom", "--no-password", f"--file={partial}",
+            f"--dbname={_passwordless(url)}"]
+    completed = subprocess.run(argv, env=_tool_env(url), capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise DbopsError(_tool_error("pg_dump", completed.stderr))
+    partial.rename(output)
+    return {"file": str(output), "bytes": output.stat().st_size, "database": target.database,
+            "format": "custom", "seconds": round(time.monotonic() - started, 3)}
+
+
+def _count_tables(url: str) -> int:
+    with connect(url, wait_seconds=10) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_toast%'"
+        ).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = False, no_acl: bool = False,
+            progress: Progress | None = None) -> dict[str, Any]:
+    """Create `new_database` on the server of `url` (an admin login with CREATEDB) and pg_restore into it.
+
+    Refuses when the database already exists. On failure nothing is left behind: the restore is one transaction and
+    the database this call created is dropped again.
+    """
+    say = progress or (lambda _m: None)
+    server = parse_url(url)
+    if not DATABASE_NAME.fullmatch(new_database):
+        raise DbopsError(f"database name {new_database!r} is not a lower-case identifier of at most 63 characters")
+    if not dump_file.is_file():
+        raise DbopsError(f"{dump_file} is not a file")
+    with dump_file.open("rb") as f:
+        if f.read(len(DUMP_MAGIC)) != DUMP_MAGIC:
+            raise DbopsError(f"{dump_file} is not a pg_dump custom-format archive (made by `dbops backup`)")
+    with connect(url, wait_seconds=10) as conn:
+        exists = conn.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (new_database,))
+        if exists.fetchone() == (True,):
+            raise DbopsError(
+                f"database {new_database!r} already exists on {server.location}; restores only go into a new "
+                "database, choose another name"
+            )
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(new_database)))
+        except psycopg.errors.DuplicateDatabase:
+            raise DbopsError(
+                f"database {new_database!r} was just created by someone else; choose another name"
+            ) from None
+        except psycopg.Error as exc:
+            raise DbopsError(
+                f"could not create database {new_database!r}: {exc.diag.message_primary or type(exc).__name__}"
+            ) from None
+    say(f"created database {new_database} on {server.location}; restoring {dump_file}")
+    started = time.monotonic()
+    new_url = _with_database(url, new_database)
+    if not no_owner and _owned_by_gaia(dump_file, url):
+        # A gaia-db archive: its objects belong to the NOLOGIN owner role, and ALTER ... OWNER TO needs that role to
+        # exist with CREATE on schema public before the archive's own GRANTs (restored last) arrive. The release's
+        # first step prepares exactly that (roles, schema privileges, CONNECT on the database), idempotently.
+        try:
+            with connect(new_url, wait_seconds=10) as conn, conn.transaction():
+                roles.ensure_roles(conn)
+        except (psycopg.Error, DbopsError) as exc:
+            _drop_quietly(url, new_database)
+            reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
+            raise DbopsError(f"preparing the gaia-db roles in {new_database} failed: {reason}; "
+                             f"database {new_database} was removed") from None
+    argv = [client_binary("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
+            f"--dbname={_passwordless(url, new_database)}"]
+    argv += ["--no-owner"] if no_owner else []
+    argv += ["--no-acl"] if no_acl else []
+    completed = subprocess.run([*argv, str(dump_file)], env=_tool_env(url), capture_output=True, text=True,
+                               check=False)
+    if completed.returncode != 0:
+        _drop_quietly(url, new_database)
+        hint = "" if no_owner and no_acl else " (if a role is missing on this server, retry with --no-owner --no-acl)"
+        raise DbopsError(_tool_error("pg_restore", completed.stderr) + f"; database {new_database} was removed"
+                         + hint)
+    return {"database": new_database, "server": server.location, "tables": _count_tables(new_url),
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def _owned_by_gaia(dump_file: Path, url: str) -> bool:
+    """Whether the archive's table of contents names the gaia-db owner role as an owner."""
+    listed = subprocess.run([client_binary("pg_restore"), "--list", str(dump_file)], env=_tool_env(url),
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise DbopsError(_tool_error("pg_restore", listed.stderr))
+    return any(line.split()[-1:] == [OWNER_ROLE] for line in listed.stdout.splitlines() if not line.startswith(";"))
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(normalize_url(url))
+    return urlunsplit(("postgresql", parts.netloc, f"/{quote(database, safe='')}", parts.query, ""))
+
+
+def _drop_quietly(url: str, database: str) -> None:
+    try:
+        with connect(url, wait_seconds=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+    except (psycopg.Error, DbopsError):
+        pass
+

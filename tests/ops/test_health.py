@@ -1,0 +1,132 @@
+"""`dbops health` against a real primary and a real streaming replica (tests/ops/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import psycopg
+from opshelpers import Replica, current_lsn, dbops, streaming
+from pgserver import PgServer, free_port, wait_until
+
+from dbops.health import check
+
+
+def _replayed_all(primary: PgServer, replica: Replica) -> None:
+    lsn = current_lsn(primary)
+    assert wait_until(lambda: replica.replayed(lsn), timeout=10)
+
+
+def test_primary_reports_its_streaming_replica(cluster: tuple[PgServer, Replica]) -> None:
+    primary, replica = cluster
+    primary.execute("CREATE TABLE IF NOT EXISTS beat (at timestamptz); INSERT INTO beat VALUES (now())")
+    _replayed_all(primary, replica)
+    # replay_lag is NULL for the moment a WAL record (e.g. a standby snapshot) is in flight without a timing sample.
+    assert wait_until(lambda: isinstance(check(primary.url())["replicas"][0]["replay_lag"], float), timeout=10)
+    result = check(primary.url(), expect_replicas=1)
+    assert result["status"] == "healthy", result
+    assert result["responsive"] is True and result["role"] == "primary"
+    assert result["replication_lag"] == 0
+    [info] = result["replicas"]
+    assert info["name"] == "gaia_replica_1" and info["state"] == "streaming" and info["client_addr"] == "127.0.0.1"
+    assert info["replay_lag"] is None or 0 <= info["replay_lag"] < 5
+
+
+def test_idle_replica_lag_is_zero_where_the_seed_query_keeps_growing(cluster: tuple[PgServer, Replica]) -> None:
+    primary, replica = cluster
+    primary.execute("INSERT INTO beat VALUES (now())")
+    _replayed_all(primary, replica)
+    time.sleep(1.2)  # the primary stays idle
+    result = check(replica.url())
+    assert result["status"] == "healthy", result
+    assert result["role"] == "replica" and result["wal_receiver"] == "streaming"
+    assert result["replication_lag"] == 0.0
+    with psycopg.connect(replica.url(), autocommit=True) as conn:
+        seed = conn.execute("SELECT EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))").fetchone()
+    assert seed is not None and float(seed[0]) > 1.0  # what the seed would have reported as "lag"
+
+
+def test_a_replica_behind_is_a_number_and_unhealthy_past_max_lag(cluster: tuple[PgServer, Replica]) -> None:
+    primary, replica = cluster
+    with psycopg.connect(replica.url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            primary.execute("INSERT INTO beat VALUES (now())")
+            time.sleep(1.1)
+            primary.execute("INSERT INTO beat VALUES (now())")
+            assert wait_until(lambda: check(replica.url())["replication_lag"] not in (None, 0.0), timeout=10)
+            result = check(replica.url(), max_lag=0.5)
+            assert isinstance(result["replication_lag"], float) and result["replication_lag"] > 0.5
+            assert result["status"] == "unhealthy"
+            assert any("WAL replay is paused" in r for r in result["reasons"])
+            assert any("replays" in r and "behind (more than 0.5 s)" in r for r in result["reasons"])
+        finally:
+            conn.execute("SELECT pg_wal_replay_resume()")
+    _replayed_all(primary, replica)
+    assert check(replica.url())["status"] == "healthy"
+
+
+def test_cli_prints_json_and_exits_zero_when_healthy(cluster: tuple[PgServer, Replica]) -> None:
+    primary, replica = cluster
+    done = dbops("health", "--expect-replicas", "1", env={"DATABASE_URL": primary.url()})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "healthy" and result["replicas"][0]["state"] == "streaming"
+    done = dbops("health", "--max-lag", "60", env={"DATABASE_URL": replica.url()})
+    assert done.returncode == 0 and json.loads(done.stdout)["role"] == "replica"
+
+
+def test_a_non_privileged_login_still_gets_an_answer(cluster: tuple[PgServer, Replica]) -> None:
+    primary, _ = cluster
+    primary.execute("DROP ROLE IF EXISTS plain; CREATE ROLE plain LOGIN PASSWORD 'plain-pw'")
+    result = check(primary.url("plain", "plain-pw"))
+    assert result["status"] == "healthy" and result["replicas"][0]["state"] == "unknown"
+    assert "pg_monitor" in result["note"]
+
+
+def test_stopped_replica_turns_the_primary_unhealthy_with_the_reason(cluster: tuple[PgServer, Replica]) -> None:
+    primary, replica = cluster
+    replica.stop()
+    try:
+        assert wait_until(lambda: not streaming(primary), timeout=10)
+        done = dbops("health", "--expect-replicas", "1", env={"DATABASE_URL": primary.url()})
+        assert done.returncode == 2, done.stdout + done.stderr
+        result = json.loads(done.stdout)
+        assert result["status"] == "unhealthy" and result["responsive"] is True and result["replicas"] == []
+        assert "replication slot gaia_replica_1 has no replica connected" in " ".join(result["reasons"])
+        assert "0 of 1 expected replicas are streaming" in result["reasons"]
+    finally:
+        replica.start()
+    assert wait_until(lambda: streaming(primary), timeout=20)
+    assert check(primary.url(), expect_replicas=1)["status"] == "healthy"
+
+
+def test_unreachable_server_is_unhealthy_not_a_traceback() -> None:
+    done = dbops("health", "--timeout", "2", env={"DATABASE_URL": f"postgresql://u:secret-pw@127.0.0.1:{free_port()}/db"})
+    assert done.returncode == 2 and done.stderr == ""
+    result = json.loads(done.stdout)
+    assert result["responsive"] is False and result["role"] is None
+    assert "connection refused" in result["error"] and "secret-pw" not in done.stdout
+
+
+def test_a_server_that_never_answers_is_cut_off_at_the_timeout() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts TCP (the kernel's backlog) but never speaks the protocol
+    port = listener.getsockname()[1]
+    try:
+        started = time.monotonic()
+        result = check(f"postgresql://u:pw@127.0.0.1:{port}/db", timeout=2)
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert result["status"] == "unhealthy" and result["responsive"] is False
+    assert "did not answer" in result["error"] and "timed out" in result["error"]
+    assert 1.5 < elapsed < 6
+
+
+def test_missing_database_url_is_one_sentence() -> None:
+    done = dbops("health")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: set DATABASE_URL") and "Traceback" not in done.stderr
