@@ -12,7 +12,7 @@ cluster = database.cluster
 pulumi.export("databaseUrl", database.database_url)
 pulumi.export("readerUrls", database.reader_urls)
 pulumi.export("serviceUrls", database.service_urls)
-pulumi.export("adminApiKey", pulumi.Output.secret(database.admin_api_key))
+pulumi.export("adminApiKey", database.admin_api_key)  # secret: PortableDatabase wraps it
 pulumi.export("host", cluster.host)
 pulumi.export("port", cluster.port)
 pulumi.export("databaseName", cluster.database_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pulumi
@@ -9,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.cluster import DatabaseCluster, HostPort
-from components.settings import Settings
+from components.settings import STORAGE_GB_RANGE, Settings
 from components.sizing import rds_instance_class
 
 ENGINE_MAJOR_VERSION = "16"  # pinned: a major upgrade is a deliberate change of this line, never a surprise
@@ -18,7 +19,7 @@ PORT = 5432
 BACKUP_WINDOW = "03:00-04:00"
 MAINTENANCE_WINDOW = "sun:05:00-sun:06:00"
 LOG_EXPORTS = ["postgresql", "upgrade"]
-MAX_STORAGE_GB = 65_536
+MIN_STORAGE_GB = 20
 
 # (name, value, apply method): static parameters only take effect on reboot, and AWS rejects "immediate" for them.
 PARAMETERS = [
@@ -49,9 +50,10 @@ class AwsCluster(DatabaseCluster):
             opts=pulumi.InvokeOptions(parent=self),
         ).ids
 
+        # The groups are auto-named from their resource names: a change that replaces one (a new parameter group
+        # family on a major upgrade, say) creates the new group before deleting the old, which a fixed name forbids.
         subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets", name=identifier, subnet_ids=subnet_ids,
-            description=f"gaia-db {env}: private subnets", opts=child,
+            f"{name}-subnets", subnet_ids=subnet_ids, description=f"gaia-db {env}: the database's subnets", opts=child,
         )
         # Ingress only from what the stack names; with nothing named, only from inside the VPC itself.
         cidrs: pulumi.Input[list[str]] = list(settings.aws.allowed_cidrs)
@@ -59,7 +61,6 @@ class AwsCluster(DatabaseCluster):
             cidrs = vpc.cidr_block.apply(lambda block: [block])
         security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
-            name=identifier,
             description=f"gaia-db {env}: PostgreSQL from allowed networks only",
             vpc_id=vpc_id,
             ingress=[
@@ -76,7 +77,6 @@ class AwsCluster(DatabaseCluster):
         )
         parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
-            name=identifier,
             family=f"postgres{ENGINE_MAJOR_VERSION}",
             description=f"gaia-db {env}: TLS only, pg_stat_statements, slow-query log",
             parameters=[
@@ -87,11 +87,13 @@ class AwsCluster(DatabaseCluster):
         )
 
         instance_class = rds_instance_class(settings.size, production=settings.is_prod)
-        storage = settings.size.storage_gb
+        # RDS for PostgreSQL on gp3 starts at 20 GiB; the dev tier's 10 GB is rounded up to it.
+        storage = max(settings.size.storage_gb, MIN_STORAGE_GB)
         common: dict[str, Any] = dict(
             instance_class=instance_class,
             storage_type="gp3",
-            max_allocated_storage=min(storage * 2, MAX_STORAGE_GB),  # storage autoscaling ceiling
+            # The storage autoscaling ceiling: AWS wants it at least 10 % above the allocation.
+            max_allocated_storage=max(min(storage * 2, STORAGE_GB_RANGE[1]), math.ceil(storage * 1.1)),
             storage_encrypted=True,
             publicly_accessible=False,
             vpc_security_group_ids=[security_group.id],

@@ -53,7 +53,8 @@ class PortableDatabase(pulumi.ComponentResource):
         )
         credentials: list[pulumi.Resource] = [admin_password, admin_key, *role_secrets.values()]
         self.role_passwords: dict[str, pulumi.Output[str]] = {s: secret.result for s, secret in role_secrets.items()}
-        self.admin_api_key: pulumi.Output[str] = admin_key.result
+        # Secret by the engine's additionalSecretOutputs already; wrapped here so no engine can make it plain.
+        self.admin_api_key: pulumi.Output[str] = pulumi.Output.secret(admin_key.result)
 
         self.cluster = _cluster_class(settings.provider)(
             name, settings, admin_password.result, pulumi.ResourceOptions(parent=self)

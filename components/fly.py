@@ -24,7 +24,7 @@ from pulumi_command import local
 from components import sizing
 from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
-from components.settings import Settings, SettingsError
+from components.settings import Settings
 
 ADMIN_USER = "postgres"
 # postgres-flex listens on 5433; HAProxy on every member listens on 5432 and forwards to the current primary
@@ -41,8 +41,7 @@ _PRESET = re.compile(r"^(shared-cpu|performance)-(\d+)x$")
 def _cpu_kind_and_count(preset: str) -> tuple[str, int]:
     """`shared-cpu-2x` -> ("shared", 2): what `fly machine list --json` reports as guest.cpu_kind / guest.cpus."""
     match = _PRESET.match(preset)
-    if match is None:
-        raise SettingsError(f"gaia-db:size maps to the Fly VM size {preset!r}, which these scripts cannot resize.")
+    assert match is not None, preset  # every name in sizing.FLY_PRESETS has this form
     return ("shared" if match.group(1) == "shared-cpu" else "performance"), int(match.group(2))
 
 
@@ -78,8 +77,7 @@ class FlyCluster(DatabaseCluster):
 
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         fly = settings.fly
-        if fly is None or settings.fly_api_token is None:
-            raise SettingsError("gaia-db:provider is fly, but the fly settings or gaia-db:flyApiToken are missing.")
+        assert fly is not None and settings.fly_api_token is not None  # parse_settings refuses a fly stack without
         vm = sizing.fly_vm(settings.size, production=settings.is_prod)
         cpu_kind, cpus = _cpu_kind_and_count(vm.size)
 
@@ -103,16 +101,20 @@ class FlyCluster(DatabaseCluster):
             "GAIA_FLY_SNAPSHOT_RETENTION_DAYS": str(settings.backup_retention_days),
         }
 
+        # The environment is secret as a whole (it holds the token), so `pulumi preview` would only say [secret]
+        # changed; the plain settings as the scripts' first line show which size, replica count or backup setting
+        # moves. Never `triggers`: pulumi-command replaces a Command whose triggers change, and replacing this one
+        # would run delete.sh (`fly apps destroy`) - a changed script text is an update.
+        declared = "# gaia-db fly cluster: " + json.dumps(
+            {key: value for key, value in environment.items() if key != "FLY_API_TOKEN"}, sort_keys=True
+        ) + "\n"
         self.cluster_command = local.Command(
             f"{name}-cluster",
-            create=load("fly/lib.sh", "fly/create.sh"),
-            update=load("fly/lib.sh", "fly/update.sh"),
+            create=declared + load("fly/lib.sh", "fly/create.sh"),
+            update=declared + load("fly/lib.sh", "fly/update.sh"),
             delete=load("fly/lib.sh", "fly/delete.sh"),
             interpreter=INTERPRETER,
             environment=environment,
-            # The environment is secret as a whole (it holds the token), so `pulumi preview` would only say [secret]
-            # changed; the same plain settings as a trigger show which size, replica count or backup setting moves.
-            triggers=[{key: value for key, value in environment.items() if key != "FLY_API_TOKEN"}],
             # The scripts' stderr carries progress and flyctl's messages, never a secret (the one flyctl output
             # that holds a password, `fly postgres create`'s stdout, is discarded).
             logging=local.Logging.STDERR,
@@ -129,7 +131,11 @@ class FlyCluster(DatabaseCluster):
             create=load("fly/lib.sh", "fly/set-password.sh"),
             update=load("fly/lib.sh", "fly/set-password.sh"),
             interpreter=INTERPRETER,
-            environment={**environment, "GAIA_FLY_ADMIN_PASSWORD": pulumi.Output.secret(admin_password)},
+            # Only what set-password.sh reads: a resize must not rerun it (its `fly secrets import` restarts machines).
+            environment={
+                **{key: environment[key] for key in ("FLY_API_TOKEN", "GAIA_FLY_APP", "GAIA_FLY_ORG")},
+                "GAIA_FLY_ADMIN_PASSWORD": pulumi.Output.secret(admin_password),
+            },
             # Re-applies the password when the app is created anew (a new Fly app id), not only when it changes.
             triggers=[summary.apply(_app_id)],
             logging=local.Logging.NONE,

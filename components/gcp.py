@@ -15,6 +15,7 @@ DATABASE_VERSION = "POSTGRES_16"
 # Pinned on primary and replicas alike: without it GCP picks the edition, and replicas must match their primary.
 EDITION = "ENTERPRISE"
 PORT = 5432
+MAX_LOG_DAYS = 7
 BACKUP_START_UTC = "03:00"
 MAINTENANCE_WINDOW = gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(day=7, hour=5)  # Sunday 05:00 UTC
 FLAGS = [
@@ -70,7 +71,8 @@ class GcpCluster(DatabaseCluster):
                     enabled=True,
                     start_time=BACKUP_START_UTC,
                     point_in_time_recovery_enabled=pitr,
-                    transaction_log_retention_days=settings.backup_retention_days if pitr else None,
+                    # Enterprise edition keeps at most 7 days of logs; longer retentions keep daily backups only.
+                    transaction_log_retention_days=min(settings.backup_retention_days, MAX_LOG_DAYS) if pitr else None,
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                         retained_backups=settings.backup_retention_days, retention_unit="COUNT"
                     ),

@@ -61,9 +61,7 @@ class LocalCluster(DatabaseCluster):
     TYPE = "gaia:local:PostgresCluster"
 
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
-        if settings.local is None:
-            raise ValueError(f"LocalCluster needs a local stack's settings, but this stack's provider is "
-                             f"{settings.provider}.")
+        assert settings.local is not None  # parse_settings gives a local stack its local settings
         port = settings.local.port
         data_dir = absolute_data_dir(settings.local.data_dir)
         where = {"GAIA_DATA_DIR": data_dir, "GAIA_PORT": str(port), "GAIA_BOOT_ID": boot_id()}

@@ -26,7 +26,6 @@ from pulumi.runtime import rpc
 DIFF_KEYS = ("migrationHead", "environment", "adminEmail", "endpoint", "credentialsFingerprint")
 REQUIRED_INPUTS = ("connectionUrl", "endpoint", "environment", "adminEmail", "rolePasswords", "adminApiKey",
                    "migrationHead")
-SECRET_INPUTS = ("connectionUrl", "rolePasswords", "adminApiKey")
 
 
 class ReleaseFailed(Exception):
@@ -146,5 +145,5 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
             "revision": None,
             "credentialsFingerprint": None,
         }
-        secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=[*SECRET_INPUTS, "credentialsFingerprint"])
+        secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=["credentialsFingerprint"])
         super().__init__(ReleaseProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_outputs))

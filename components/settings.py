@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import pulumi
+from pulumi.runtime import config as runtime_config
 
 from components import sizing
 from components.sizing import Size
@@ -36,9 +37,9 @@ MEMORY_MB_RANGE = (256, 786_432)  # 768 GB: the largest class any of the three c
 STORAGE_GB_RANGE = (10, 65_536)  # RDS's 64 TiB ceiling
 POOL_SIZE_RANGE = (1, 500)
 POOL_OVERFLOW_RANGE = (0, 1000)
-DEFAULT_LOCAL_PORT = 54320
+DEFAULT_LOCAL_PORT = 54320  # clear of a system PostgreSQL on 5432
 # flyctl refuses WAL backups on machines under 512 MB (flypg/launcher.go, internal/command/postgres/postgres.go).
-FLY_WAL_BACKUP_MIN_MEMORY_MB = 512  # clear of a system PostgreSQL on 5432
+FLY_WAL_BACKUP_MIN_MEMORY_MB = 512
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -304,7 +305,7 @@ def parse_settings(
         if fly_api_token is None:
             raise SettingsError(
                 "gaia-db:flyApiToken is not set, but a fly stack needs it; "
-                "set it with `pulumi config set --secret flyApiToken <token>`."
+                "set it with `pulumi config set --secret flyApiToken < token-file`."
             )
     elif provider == "aws":
         obj = _object("aws", raw.get("aws", {}), (), ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds"))
@@ -332,6 +333,7 @@ def parse_settings(
         gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network)
     else:
         obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
+        # Replicas listen on the next ports, so they must fit below 65536 too.
         port = _int("local.port", obj.get("port", DEFAULT_LOCAL_PORT), (1024, 65535 - read_replicas))
         local = LocalSettings(port=port, data_dir=_string("local.dataDir", obj.get("dataDir", f".gaia/{stack}")))
 
@@ -382,24 +384,24 @@ def _check_fits(provider: Provider, size: Size, *, production: bool) -> None:
 def _release_tunnel(value: Any) -> ReleaseTunnel:
     """`postgresql://127.0.0.1:15432[?sslmode=…]`: only where to connect; the stack supplies login and database."""
     allowed = "it must be postgresql://HOST:PORT (optionally ?sslmode=MODE), without user, password or database"
+    # The value is never echoed: a mistaken one may well carry a password.
+    hidden = "(not shown)"
     if not isinstance(value, str):
-        raise _fail("releaseUrl", value, allowed)
+        raise _fail("releaseUrl", hidden, allowed)
     try:
         parts = urlsplit(value)
         port = parts.port
+        query = dict(parse_qsl(parts.query, strict_parsing=bool(parts.query)))
     except ValueError:
-        raise _fail("releaseUrl", value, allowed) from None
-    query = dict(parse_qsl(parts.query))
+        raise _fail("releaseUrl", hidden, allowed) from None
     if (
         parts.scheme not in ("postgresql", "postgres") or not parts.hostname or port is None
         or parts.username or parts.password or parts.path not in ("", "/") or set(query) - {"sslmode"}
     ):
-        # Never echo a value that might carry a password.
-        shown = "a URL with credentials" if parts.password else value
-        raise _fail("releaseUrl", shown, allowed)
+        raise _fail("releaseUrl", hidden, allowed)
     sslmode = query.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
-        raise _fail("releaseUrl", value, f"its sslmode must be one of {', '.join(SSLMODES)}")
+        raise _fail("releaseUrl", hidden, f"its sslmode must be one of {', '.join(SSLMODES)}")
     return ReleaseTunnel(host=parts.hostname, port=port, sslmode=sslmode)
 
 
@@ -423,6 +425,11 @@ def load_settings() -> Settings:
             value = config.get(key)
             if value is not None:
                 raw[key] = _decode(value)
+    if config.get("flyApiToken") is not None and not runtime_config.is_config_secret("gaia-db:flyApiToken"):
+        raise SettingsError(
+            "gaia-db:flyApiToken is stored in plain text in the stack file; remove it and set it encrypted with "
+            "`pulumi config set --secret flyApiToken < token-file`."
+        )
     gcp = pulumi.Config("gcp")
     return parse_settings(
         raw,
@@ -435,8 +442,6 @@ def load_settings() -> Settings:
 
 def _configured_keys() -> list[str]:
     """Every `gaia-db:` key the stack sets, so a misspelt key is reported instead of silently ignored."""
-    from pulumi.runtime import config as runtime_config
-
     prefix = "gaia-db:"
     # The CLI hands config over in PULUMI_CONFIG; the SDK's set_all_config (tests, automation) fills CONFIG.
     keys = set(runtime_config.get_config_env()) | set(runtime_config.CONFIG.get())

@@ -91,6 +91,8 @@ class FakeCloud(mocks.Mocks):
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
+        if args.typ.startswith("aws:") and "name" not in outputs:
+            outputs["name"] = f"{args.name}-1a2b3c4"  # Pulumi's auto-naming: the resource name and a random suffix
         name = args.inputs.get("identifier") or args.inputs.get("name") or args.name
         if args.typ == "random:index/randomPassword:RandomPassword":
             chosen = [value for suffix, value in self.passwords.items() if args.name.endswith(suffix)]

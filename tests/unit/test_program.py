@@ -6,6 +6,7 @@ checked for their names, values and secretness.
 
 from __future__ import annotations
 
+import pulumi
 import pytest
 from program import Declared, Evaluation, evaluate, provider_config, run_error, stack_config
 
@@ -108,8 +109,9 @@ def test_rds_primary_has_the_tier_and_every_safety_setting(env: str) -> None:
     i = primary.inputs
     assert i["engine"] == "postgres" and i["engineVersion"] == "16" and i["allowMajorVersionUpgrade"] is False
     assert i["instanceClass"] == rds_instance_class(tier.size, production=prod)
-    assert i["allocatedStorage"] == tier.size.storage_gb
-    assert i["storageType"] == "gp3" and i["maxAllocatedStorage"] > i["allocatedStorage"]
+    # RDS for PostgreSQL on gp3 starts at 20 GiB, above the dev tier's 10 GB.
+    assert i["allocatedStorage"] == max(tier.size.storage_gb, 20)
+    assert i["storageType"] == "gp3" and i["maxAllocatedStorage"] >= 1.1 * i["allocatedStorage"]
     assert i["storageEncrypted"] is True and i["publiclyAccessible"] is False
     assert i["backupRetentionPeriod"] == {"dev": 1, "staging": 3, "prod": 7}[env]
     assert not _windows_overlap(i["backupWindow"], i["maintenanceWindow"])
@@ -240,6 +242,32 @@ def test_a_misspelt_key_in_the_stack_file_is_reported() -> None:
     assert "gaia-db:backupRetention is not a gaia-db setting" in run_error("dev", config)
 
 
+def test_a_fly_token_stored_in_plain_text_is_refused() -> None:
+    config = provider_config("dev", "fly")  # the token set without --secret: the CLI would not mark it secret
+    try:
+        evaluate("dev", config, secret_keys=())
+    except pulumi.RunError as error:
+        assert "gaia-db:flyApiToken is stored in plain text" in str(error)
+        assert "fly-api-token-value" not in str(error)
+    else:
+        raise AssertionError("a plain-text token was accepted")
+
+
+def test_cloudsql_keeps_at_most_seven_days_of_logs_for_a_longer_retention() -> None:
+    ev = evaluate("prod", provider_config("prod", "gcp", backupRetentionDays=14))
+    primary = next(r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" not in r.inputs)
+    backup = primary.inputs["settings"]["backupConfiguration"]
+    assert backup["transactionLogRetentionDays"] == 7
+    assert backup["backupRetentionSettings"]["retainedBackups"] == 14
+
+
+def test_rds_groups_are_auto_named_so_a_replacement_can_create_before_delete() -> None:
+    ev = program("prod", "aws")
+    for typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:ec2/securityGroup:SecurityGroup",
+                "aws:rds/parameterGroup:ParameterGroup"):
+        assert "name" not in ev.one(typ).inputs, typ
+
+
 def test_a_fly_stack_without_its_token_is_refused() -> None:
     config = stack_config("dev")  # the real dev stack file: fly, and the token is set with `pulumi config set --secret`
     assert "gaia-db:flyApiToken is not set" in run_error("dev", config)
@@ -264,7 +292,7 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
     assert release.inputs["environment"] == env and release.inputs["adminEmail"] == ev_admin_email(env)
     assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
     assert set(release.inputs["rolePasswords"]) == {"analytics", "chat", "assets", "auth"}
-    assert set(release.additional_secret_outputs) >= {"connectionUrl", "rolePasswords", "adminApiKey"}
+    assert release.additional_secret_outputs == ["credentialsFingerprint"]
     # It waits for the primary, every replica (Fly: the cluster command makes them all and sets the password) and
     # every credential.
     if provider == "fly":

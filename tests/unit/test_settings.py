@@ -146,7 +146,11 @@ INVALID: list[tuple[str, dict[str, Any], str, list[str]]] = [
      ["gaia-db:local.port", "from 1024 to 65533"]),
     ("misspelt key", base(readReplica=2), "dev", ["gaia-db:readReplica", "not a gaia-db setting", "readReplicas"]),
     ("release url with credentials", base(releaseUrl="postgresql://admin:hunter2@127.0.0.1:15432"), "dev",
-     ["gaia-db:releaseUrl", '"a URL with credentials"', "without user, password or database"]),
+     ["gaia-db:releaseUrl", '"(not shown)"', "without user, password or database"]),
+    ("release url with credentials and a bad port", base(releaseUrl="postgresql://u:hunter2@127.0.0.1:abc"), "dev",
+     ["gaia-db:releaseUrl", '"(not shown)"']),
+    ("release url with a password parameter", base(releaseUrl="postgresql://127.0.0.1:15432?password=hunter2"), "dev",
+     ["gaia-db:releaseUrl", '"(not shown)"']),
     ("release url with a database", base(releaseUrl="postgresql://127.0.0.1:15432/llm_platform"), "dev",
      ["gaia-db:releaseUrl", "without user, password or database"]),
     ("release url without a port", base(releaseUrl="postgresql://127.0.0.1"), "dev",
@@ -167,7 +171,7 @@ def test_invalid_config_fails_with_one_sentence(
     for fragment in fragments:
         assert fragment in message, f"{message!r} lacks {fragment!r}"
     assert message.endswith(".") and "\n" not in message
-    assert "Traceback" not in message
+    assert "Traceback" not in message and "hunter2" not in message
 
 
 def test_release_url_names_only_the_tunnel() -> None:
