@@ -131,16 +131,15 @@ class OnlineFigures:
 
 def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: int) -> OnlineFigures:
     import psycopg
+    from provider_process import ADMIN_EMAIL, ROLE_PASSWORDS
 
     from dbops.release import release
     from dbops.urls import build_url, parse_url
 
-    from .release_bench import ADMIN_EMAIL, PASSWORDS
-
     _, admin_url = server.create_database()
     target = parse_url(admin_url)
-    release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, wait_seconds=30)
-    chat_url = build_url(user="gaia_chat", password=PASSWORDS["chat"], host=target.host or "127.0.0.1",
+    release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=ROLE_PASSWORDS, wait_seconds=30)
+    chat_url = build_url(user="gaia_chat", password=ROLE_PASSWORDS["chat"], host=target.host or "127.0.0.1",
                          port=target.port, database=target.database, sslmode="disable")
 
     def back_to_0001() -> None:
@@ -170,7 +169,7 @@ def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: 
             conn.execute(f"CREATE INDEX {INDEX} ON chat_messages (conversation_id, created_at)")
 
     def our_release() -> None:
-        release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, wait_seconds=30)
+        release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=ROLE_PASSWORDS, wait_seconds=30)
 
     def index_is_valid() -> bool:
         with psycopg.connect(admin_url) as conn:

@@ -14,8 +14,6 @@ from typing import Any
 from bench import ROOT
 
 NOOP_DIFFS = 5
-PASSWORDS = {service: f"bench-{service}-password-0123456789" for service in ("analytics", "chat", "assets", "auth")}
-ADMIN_EMAIL = "admin@dev.gaia.com"
 
 
 # What the seed's scripts/init-database-portable.sh pipes into psql after the schema: the admin user and key, for
@@ -33,10 +31,6 @@ def seed_sql() -> str:
     return (ROOT / "tests" / "db" / "seed_schema.sql").read_text() + SEED_INSERTS
 
 
-def connections_received(log_file: Path) -> int:
-    return log_file.read_text().count("connection received:")
-
-
 @dataclass(frozen=True)
 class PsqlRun:
     seconds: float
@@ -45,15 +39,17 @@ class PsqlRun:
     error: str
 
 
-def run_psql(psql: Path, url: str, sql_file: Path, log_file: Path) -> PsqlRun:
-    before = connections_received(log_file)
+def run_psql(psql: Path, url: str, sql_file: Path, server: Any) -> PsqlRun:
+    from provider_process import connections_received
+
+    before = connections_received(server)
     started = time.perf_counter()
     done = subprocess.run([str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(sql_file), url],
                           capture_output=True, text=True, timeout=300)
     seconds = time.perf_counter() - started
     time.sleep(0.2)  # the server writes its log line asynchronously
     error = done.stderr.strip().splitlines()[0] if done.returncode else ""
-    return PsqlRun(seconds, connections_received(log_file) - before, done.returncode == 0, error)
+    return PsqlRun(seconds, connections_received(server) - before, done.returncode == 0, error)
 
 
 @dataclass(frozen=True)
@@ -68,25 +64,11 @@ class ReleaseFigures:
 
 def measure(server: Any, workdir: Path) -> ReleaseFigures:
     from pgserver import server_bindir
-    from provider_process import ProviderProcess, serialized_release_provider
+    from provider_process import ProviderProcess, connections_received, release_props
     from pulumi.runtime.proto import provider_pb2
 
-    from dbops.revisions import head_revision
-    from dbops.urls import parse_url
-
     _, url = server.create_database()
-    target = parse_url(url)
-    props: dict[str, Any] = {
-        "__provider": serialized_release_provider(),
-        "connectionUrl": url,
-        "endpoint": f"{target.host}:{target.port}/{target.database}",
-        "environment": "dev",
-        "adminEmail": ADMIN_EMAIL,
-        "rolePasswords": dict(PASSWORDS),
-        "adminApiKey": "gaia_bench-admin-key-0123456789",
-        "migrationHead": head_revision(),
-        "waitSeconds": 30,
-    }
+    props = release_props(url)
     with ProviderProcess() as provider:
         provider.configure()
         checked, failures = provider.check(props)
@@ -97,14 +79,14 @@ def measure(server: Any, workdir: Path) -> ReleaseFigures:
         fresh = time.perf_counter() - started
 
         time.sleep(0.2)
-        before = connections_received(server.log_file)
+        before = connections_received(server)
         started = time.perf_counter()
         for _ in range(NOOP_DIFFS):
             if provider.diff(id_, outs, checked).changes != provider_pb2.DiffResponse.DIFF_NONE:
                 raise RuntimeError("the release provider's diff saw a change in unchanged inputs")
         diff_ms = (time.perf_counter() - started) * 1000 / NOOP_DIFFS
         time.sleep(0.2)
-        diff_connections = connections_received(server.log_file) - before
+        diff_connections = connections_received(server) - before
 
         started = time.perf_counter()
         provider.update(id_, outs, checked)
@@ -114,6 +96,6 @@ def measure(server: Any, workdir: Path) -> ReleaseFigures:
     sql_file.write_text(seed_sql())
     _, seed_url = server.create_database()
     psql = server_bindir() / "psql"
-    seed_fresh = run_psql(psql, seed_url, sql_file, server.log_file)
-    seed_again = run_psql(psql, seed_url, sql_file, server.log_file)
+    seed_fresh = run_psql(psql, seed_url, sql_file, server)
+    seed_again = run_psql(psql, seed_url, sql_file, server)
     return ReleaseFigures(diff_connections, diff_ms, fresh, again, seed_fresh, seed_again)

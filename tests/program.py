@@ -83,11 +83,13 @@ def _secret_paths(struct: Any) -> set[str]:
 class FakeCloud(mocks.Mocks):
     """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`.
 
-    `passwords` replaces the generated value of the RandomPasswords whose names end with its keys.
+    `passwords` replaces the generated value of the RandomPasswords whose names end with its keys; `cluster_stdout`,
+    when given, is what the Fly cluster script printed (a test that ran it), instead of a made-up summary.
     """
 
-    def __init__(self, passwords: Mapping[str, str] | None = None) -> None:
+    def __init__(self, passwords: Mapping[str, str] | None = None, cluster_stdout: str | None = None) -> None:
         self.passwords = dict(passwords or {})
+        self.cluster_stdout = cluster_stdout
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -103,11 +105,13 @@ class FakeCloud(mocks.Mocks):
             outputs.update(address=f"{name}.c0ffee.us-west-2.rds.amazonaws.com", port=5432,
                            dbName=args.inputs.get("dbName"), username=args.inputs.get("username"))
         elif args.typ == "command:local:Command" and args.name.endswith("-cluster"):
-            # The Fly cluster script's JSON summary: one machine per member, the first one primary.
-            size = int(unwrap(args.inputs["environment"])["GAIA_FLY_CLUSTER_SIZE"])
-            machines = [f"m{index:013x}" for index in range(size)]
-            summary = {"appId": "app-1", "primary": machines[0], "replicas": machines[1:]}
-            outputs.update(stdout=json.dumps(summary), stderr="")
+            stdout = self.cluster_stdout
+            if stdout is None:
+                # The Fly cluster script's JSON summary: one machine per member, the first one primary.
+                size = int(unwrap(args.inputs["environment"])["GAIA_FLY_CLUSTER_SIZE"])
+                machines = [f"m{index:013x}" for index in range(size)]
+                stdout = json.dumps({"appId": "app-1", "primary": machines[0], "replicas": machines[1:]})
+            outputs.update(stdout=stdout, stderr="")
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
                            connectionName=f"gaia-project:us-west1:{name}")

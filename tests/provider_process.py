@@ -3,25 +3,42 @@
 `python -m pulumi.dynamic` is what the engine starts for every Python dynamic resource, with the project directory
 as its working directory. It prints its port, then serves the ResourceProvider gRPC service. The engine strips secret
 wrappers before sending properties (the dynamic provider does not accept secrets), and so does this driver.
+
+Also here: the release's inputs as the program declares them (`release_props`), for the e2e tests and the benchmark,
+and a copy of the project with one more migration (`project_copy_with_revision`), as a developer's next commit has it.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import struct_pb2
+from program import ROOT
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 from pulumi.runtime.sync_await import _sync_await
 
-ROOT = Path(__file__).resolve().parent.parent
+from dbops.names import SERVICES
+from dbops.revisions import head_revision
+from dbops.urls import parse_url
+
+if TYPE_CHECKING:
+    from pgserver import PgServer
+
 RELEASE_TYPE = "pulumi-python:dynamic/gaia:Release"
 URN = f"urn:pulumi:test::gaia-db::gaia:index:PortableDatabase${RELEASE_TYPE}::gaia-db-test-release"
+ROLE_PASSWORDS = {service: f"{service}-password-0123456789" for service in SERVICES}
+ADMIN_EMAIL = "admin@dev.gaia.com"
+ADMIN_API_KEY = "gaia_first-admin-key-0123456789"
+# A copy of the project the provider process can run the release from: components/ (the provider), dbops/ (the
+# release) and migrations/, with alembic.ini.
+PROJECT_PARTS = ("components", "dbops", "migrations")
 
 
 def serialized_release_provider() -> str:
@@ -29,6 +46,41 @@ def serialized_release_provider() -> str:
     from components.release import ReleaseProvider
 
     return str(serialize_provider(ReleaseProvider()))
+
+
+def release_props(admin_url: str, **overrides: Any) -> dict[str, Any]:
+    """The release's inputs for dev on the database at `admin_url`, as the program declares them (the engine has
+    stripped the secret wrappers), with `overrides` on top."""
+    target = parse_url(admin_url)
+    props: dict[str, Any] = {
+        "__provider": serialized_release_provider(),
+        "connectionUrl": admin_url,
+        "endpoint": f"{target.host}:{target.port}/{target.database}",
+        "environment": "dev",
+        "adminEmail": ADMIN_EMAIL,
+        "rolePasswords": dict(ROLE_PASSWORDS),
+        "adminApiKey": ADMIN_API_KEY,
+        "migrationHead": head_revision(),
+        "waitSeconds": 30,
+    }
+    props.update(overrides)
+    return props
+
+
+def connections_received(server: PgServer) -> int:
+    """Every connection attempt the server saw (log_connections=on), whatever its outcome."""
+    return server.log_file.read_text().count("connection received:")
+
+
+def project_copy_with_revision(tmp_path: Path, filename: str, source: str) -> Path:
+    """A copy of the project (what the release and its provider load) under `tmp_path` with one more migration,
+    `migrations/versions/<filename>` holding `source`, as a developer's next commit has it. Returns its directory."""
+    project = tmp_path / "project"
+    for part in PROJECT_PARTS:
+        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "alembic.ini", project / "alembic.ini")
+    (project / "migrations" / "versions" / filename).write_text(source)
+    return project
 
 
 def _struct(props: dict[str, Any]) -> struct_pb2.Struct:

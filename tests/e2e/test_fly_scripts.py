@@ -1,9 +1,9 @@
 """The Fly provider's scripts, executed for real against a recording `fly` that checks flags against flyctl's.
 
-The FlyCluster component is declared under the SDK's mock engine the way the program declares it; each Command's
-`create`/`update`/`delete` text and `environment` are taken from what the engine received and run with `bash -c`,
-with tests/e2e/fakes/fly first on PATH. The fake keeps state, so a second create finds the cluster, an update sees the
-machines the create made, and delete removes them.
+The real program (`__main__.py`) is evaluated for a Fly stack (Pulumi.<env>.yaml) under the SDK's mock engine, as
+`pulumi up` evaluates it (tests/program.py); each Command's `create`/`update`/`delete` text and `environment` are taken
+from what the engine received and run with `bash -c`, with tests/e2e/fakes/fly first on PATH. The fake keeps state, so
+a second create finds the cluster, an update sees the machines the create made, and delete removes them.
 """
 
 from __future__ import annotations
@@ -12,113 +12,57 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import settings as runtime_settings
+from program import Declared, Evaluation, FakeCloud, evaluate, provider_config
 
-from components.fly import FlyCluster
 from components.scripts import INTERPRETER, load
-from components.settings import SettingsError, parse_settings
+from components.settings import SettingsError
 
 FAKE_FLY = Path(__file__).parent / "fakes" / "fly"
 TOKEN = "fo1_token-7ZqK2mW"
 # A quote, a hash, a dollar and a backslash: each breaks a naive SQL literal, shell word or secrets-import line.
 PASSWORD = "Adm1n'pa#ss$wo\\rd-7Qx"
 COMMAND = "command:local:Command"
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
+CLUSTER = "gaia:fly:PostgresCluster"
 # Read-only flyctl calls; everything else changes the cluster.
 QUERIES = {("postgres", "list"), ("apps", "list"), ("machine", "list"), ("volumes", "list"), ("secrets", "list")}
 
 
-def unwrap(value: Any) -> tuple[Any, bool]:
-    """A mock-engine input and whether it arrived as a secret."""
-    if isinstance(value, dict) and value.get(SECRET_SIG) is not None:
-        return value["value"], True
-    return value, False
-
-
-@dataclass
-class Declared:
-    inputs: dict[str, Any]
-    protect: bool
-    additional_secret_outputs: list[str]
-
-    @property
-    def environment(self) -> dict[str, str]:
-        env, _ = unwrap(self.inputs["environment"])
-        return {key: unwrap(value)[0] for key, value in env.items()}
-
-
 @dataclass
 class Program:
-    commands: dict[str, Declared] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
+    """What the program declared for a Fly stack."""
+
+    evaluation: Evaluation
+
+    @property
+    def commands(self) -> dict[str, Declared]:
+        return {command.name: command for command in self.evaluation.of_type(COMMAND)}
 
     @property
     def cluster(self) -> Declared:
-        return self.commands["db-cluster"]
+        return self.evaluation.one(COMMAND, "-cluster")
 
     @property
     def password(self) -> Declared:
-        return self.commands["db-postgres-password"]
+        return self.evaluation.one(COMMAND, "-postgres-password")
 
-
-class Mocks(pulumi.runtime.Mocks):
-    def __init__(self, cluster_stdout: str | None) -> None:
-        self.cluster_stdout = cluster_stdout
-        self.inputs: dict[str, dict[str, Any]] = {}
-
-    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.inputs[args.name] = args.inputs
-        state = dict(args.inputs)
-        if args.name.endswith("-cluster") and self.cluster_stdout is not None:
-            state["stdout"] = self.cluster_stdout  # what the create script printed when the tests ran it
-        return f"{args.name}-id", state
-
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
-
-
-def raw_config(env: str, **extra: Any) -> dict[str, Any]:
-    return {"provider": "fly", "adminEmail": f"admin@{env}.gaia.com", "fly": {"org": "gaia-llm"}, **extra}
+    @property
+    def component(self) -> Declared:
+        """The FlyCluster component, with the outputs it registered."""
+        return self.evaluation.one(CLUSTER)
 
 
 def declare(env: str, cluster_stdout: str | None = None, **extra: Any) -> Program:
-    mocks = Mocks(cluster_stdout)
-    pulumi.runtime.set_mocks(mocks, project="gaia-db", stack=env, preview=False)
-    monitor = runtime_settings.get_monitor()
-    assert monitor is not None
-    requests: dict[str, Any] = {}
-    register = monitor.RegisterResource
-
-    def record(request: Any) -> Any:
-        requests[request.name] = request
-        return register(request)
-
-    monitor.RegisterResource = record
-    program = Program()
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def run() -> pulumi.Output[Any]:
-        settings = parse_settings(raw_config(env, **extra), stack=env, fly_api_token=pulumi.Output.secret(TOKEN))
-        cluster = FlyCluster("db", settings, pulumi.Output.secret(PASSWORD))
-        assert cluster.sslmode == "disable"
-        return pulumi.Output.all(
-            host=cluster.host, port=cluster.port, database_name=cluster.database_name, admin_user=cluster.admin_user,
-            admin_password=cluster.admin_password, readers=cluster.readers,
-            password_is_secret=pulumi.Output.from_input(cluster.admin_password.is_secret()),  # type: ignore[arg-type]
-        ).apply(program.outputs.update)
-
-    run()
-    for name, inputs in mocks.inputs.items():
-        request = requests[name]
-        if request.type == COMMAND:
-            program.commands[name] = Declared(inputs, request.protect, list(request.additionalSecretOutputs))
+    """The program for Pulumi.<env>.yaml on Fly with the `gaia-db:` keys in `extra` on top, the stack's token and
+    admin password set to TOKEN and PASSWORD; `cluster_stdout` is what the cluster script printed, when it ran."""
+    config = provider_config(env, "fly", flyApiToken=TOKEN, **extra)
+    cloud = FakeCloud(passwords={"-admin-password": PASSWORD}, cluster_stdout=cluster_stdout)
+    program = Program(evaluate(env, config, cloud=cloud))
+    assert program.evaluation.outputs["databaseUrl"].endswith("?sslmode=disable")  # Fly Postgres serves no TLS
     return program
 
 
@@ -166,7 +110,7 @@ class Fly:
             "FAKE_FLY_STATE": str(self.state_dir),
             # A stale token in the caller's shell: flyctl would prefer it, so the scripts must drop it.
             "FLY_ACCESS_TOKEN": "stale-token-from-the-shell",
-            **declared.environment,
+            **declared.inputs["environment"],
         }
         script = declared.inputs[phase]
         assert declared.inputs["interpreter"] == INTERPRETER
@@ -249,7 +193,7 @@ def test_dev_create_twice_resize_and_delete(fly: Fly) -> None:
     (volume,) = volumes(fly, "gaia-db-dev")
     assert replicas == []
     assert changes(calls) == [
-        ["postgres", "create", "--name", "gaia-db-dev", "--org", "gaia-llm", "--region", "lax",
+        ["postgres", "create", "--name", "gaia-db-dev", "--org", "gaia", "--region", "lax",
          "--vm-size", "shared-cpu-1x", "--vm-memory", "256", "--volume-size", "10", "--initial-cluster-size", "1"],
         ["volumes", "update", volume, "--app", "gaia-db-dev", "--snapshot-retention", "1", "--scheduled-snapshots"],
     ]
@@ -304,7 +248,7 @@ def test_staging_keeps_wal_backups_for_three_days(fly: Fly) -> None:
     _, calls = ok(fly.run(staging.cluster, "create"))
     (volume,) = volumes(fly, "gaia-db-staging")
     assert changes(calls) == [
-        ["postgres", "create", "--name", "gaia-db-staging", "--org", "gaia-llm", "--region", "lax",
+        ["postgres", "create", "--name", "gaia-db-staging", "--org", "gaia", "--region", "lax",
          "--vm-size", "shared-cpu-2x", "--vm-memory", "1024", "--volume-size", "50", "--initial-cluster-size", "1",
          "--enable-backups"],
         ["volumes", "update", volume, "--app", "gaia-db-staging", "--snapshot-retention", "3",
@@ -343,7 +287,7 @@ def test_prod_has_two_replicas_on_performance_cpus_and_readers_on_them(fly: Fly)
     prod = declare("prod")
     stdout, calls = ok(fly.run(prod.cluster, "create"))
     assert changes(calls)[0] == [
-        "postgres", "create", "--name", "gaia-db-prod", "--org", "gaia-llm", "--region", "lax",
+        "postgres", "create", "--name", "gaia-db-prod", "--org", "gaia", "--region", "lax",
         "--vm-size", "performance-8x", "--vm-memory", "16384", "--volume-size", "500", "--initial-cluster-size", "3",
         "--enable-backups",
     ]
@@ -356,11 +300,12 @@ def test_prod_has_two_replicas_on_performance_cpus_and_readers_on_them(fly: Fly)
     check_admin_password(fly, prod, "gaia-db-prod")
 
     # The script's summary becomes the component's readers: one per standby, on postgres' own port.
-    outputs = declare("prod", cluster_stdout=stdout).outputs
+    component = declare("prod", cluster_stdout=stdout).component
+    outputs = component.outputs
     assert outputs["readers"] == [{"host": f"{r}.vm.gaia-db-prod.internal", "port": 5433} for r in sorted(replicas)]
-    assert (outputs["host"], outputs["port"], outputs["admin_user"], outputs["database_name"]) == (
+    assert (outputs["host"], outputs["port"], outputs["adminUser"], outputs["databaseName"]) == (
         "gaia-db-prod.flycast", 5432, "postgres", "postgres")
-    assert outputs["admin_password"] == PASSWORD and outputs["password_is_secret"] is True
+    assert outputs["adminPassword"] == PASSWORD and "adminPassword" in component.secret_outputs
 
     _, calls = ok(fly.run(declare("prod", readReplicas=1).cluster, "update"))
     assert [argv[:2] for argv in changes(calls)] == [["machine", "destroy"], ["volumes", "destroy"],
@@ -375,25 +320,33 @@ def test_prod_has_two_replicas_on_performance_cpus_and_readers_on_them(fly: Fly)
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_commands_carry_secrets_only_in_their_secret_environment(env: str) -> None:
     program = declare(env)
-    assert set(program.commands) == {"db-cluster", "db-postgres-password"}
+    assert set(program.commands) == {f"gaia-db-{env}-cluster", f"gaia-db-{env}-postgres-password"}
     cluster, password = program.cluster, program.password
-    assert cluster.inputs["create"] == load("fly/lib.sh", "fly/create.sh")
-    assert cluster.inputs["update"] == load("fly/lib.sh", "fly/update.sh")
+    # The plain settings head the create and update text, so a preview shows what moves (the environment is secret).
+    header, _, create = cluster.inputs["create"].partition("\n")
+    assert create == load("fly/lib.sh", "fly/create.sh")
+    assert cluster.inputs["update"] == f"{header}\n" + load("fly/lib.sh", "fly/update.sh")
     assert cluster.inputs["delete"] == load("fly/lib.sh", "fly/delete.sh")
     assert password.inputs["create"] == password.inputs["update"] == load("fly/lib.sh", "fly/set-password.sh")
     assert "delete" not in password.inputs  # the app's destruction takes the password with it
     for command in (cluster, password):
-        _, secret = unwrap(command.inputs["environment"])
+        secret = "environment" in command.secret_inputs
         assert secret, "the environment holding the token must reach the engine as a secret"
-        assert command.environment["FLY_API_TOKEN"] == TOKEN
+        assert command.inputs["environment"]["FLY_API_TOKEN"] == TOKEN
         assert set(command.additional_secret_outputs) == {"stdout", "stderr"}
         text = json.dumps({k: v for k, v in command.inputs.items() if k != "environment"})
         assert TOKEN not in text and "Adm1n" not in text
-    assert password.environment["GAIA_FLY_ADMIN_PASSWORD"] == PASSWORD
-    assert "GAIA_FLY_ADMIN_PASSWORD" not in cluster.environment
-    plain, secret = unwrap(cluster.inputs["triggers"][0])
-    assert not secret and plain == {k: v for k, v in cluster.environment.items() if k != "FLY_API_TOKEN"}
+    assert password.inputs["environment"]["GAIA_FLY_ADMIN_PASSWORD"] == PASSWORD
+    assert "GAIA_FLY_ADMIN_PASSWORD" not in cluster.inputs["environment"]
+    # No triggers: pulumi-command replaces a Command whose triggers change, and that would destroy the app.
+    assert "triggers" not in cluster.inputs
+    assert header.startswith("# gaia-db fly cluster: ")
+    plain = json.loads(header.removeprefix("# gaia-db fly cluster: "))
+    assert plain == {k: v for k, v in cluster.inputs["environment"].items() if k != "FLY_API_TOKEN"}
     assert plain["GAIA_FLY_CLUSTER_SIZE"] == {"dev": "1", "staging": "1", "prod": "3"}[env]
+    # The password command sees only what set-password.sh reads, so a resize does not rerun it.
+    assert set(password.inputs["environment"]) == {"FLY_API_TOKEN", "GAIA_FLY_APP", "GAIA_FLY_ORG",
+                                                   "GAIA_FLY_ADMIN_PASSWORD"}
     assert cluster.inputs["logging"] == "stderr"  # progress only; flyctl's password-bearing stdout is discarded
     assert password.inputs["logging"] == "none" and password.inputs["addPreviousOutputInEnv"] is False
     assert cluster.protect is (env == "prod") and password.protect is False
@@ -401,7 +354,7 @@ def test_commands_carry_secrets_only_in_their_secret_environment(env: str) -> No
 
 def test_mpg_and_undersized_wal_backups_are_refused_before_anything_is_declared() -> None:
     with pytest.raises(SettingsError, match=r'fly\.flavor is "mpg", but Fly Managed Postgres is not supported yet'):
-        declare("dev", fly={"org": "gaia-llm", "flavor": "mpg"})
+        declare("dev", fly={"org": "gaia", "flavor": "mpg"})
     with pytest.raises(SettingsError, match="WAL backups, which Fly only allows from 512 MB"):
         declare("staging", size={"cpus": 1, "memoryMb": 256, "storageGb": 10})
 
@@ -431,14 +384,14 @@ def test_a_cluster_in_another_org_is_left_alone(fly: Fly) -> None:
     for phase in ("create", "delete"):
         done, calls = fly.run(elsewhere.cluster, phase)
         assert done.returncode == 1 and changes(calls) == []
-        assert "gaia-db-dev" in done.stderr and "organization gaia-llm" in done.stderr
+        assert "gaia-db-dev" in done.stderr and "organization gaia," in done.stderr
     assert "gaia-db-dev" in fly.state()["apps"]
 
 
 def test_a_password_flyctl_cannot_import_is_refused(fly: Fly) -> None:
     program = declare("dev")
     ok(fly.run(program.cluster, "create"))
-    program.password.inputs["environment"]["value"]["GAIA_FLY_ADMIN_PASSWORD"] = 'has"quote'
+    program.password.inputs["environment"]["GAIA_FLY_ADMIN_PASSWORD"] = 'has"quote'
     done, calls = fly.run(program.password, "create")
     assert done.returncode == 1 and calls == []
     assert "contains a double quote or a line break" in done.stderr

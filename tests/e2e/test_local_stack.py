@@ -19,11 +19,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from unittest import mock
 import psycopg
 import pytest
 from matrix import ALLOWED, insert_sample_rows, rights
-from program import Declared, Evaluation, FakeCloud, evaluate, stack_config
+from pgserver import as_server_user, free_port, server_tmpdir, wait_until
+from program import ROOT, Declared, Evaluation, FakeCloud, evaluate, stack_config
 from provider_process import ProviderProcess, serialized_release_provider
 from pulumi.runtime.proto import provider_pb2
 
@@ -43,7 +43,6 @@ from dbops.revisions import head_revision
 from dbops.seed import key_hash
 
 COMMAND = "command:local:Command"
-PROJECT_DIR = Path(__file__).resolve().parents[2]  # where Pulumi runs the program and the command provider
 SCRIPT_TIMEOUT = 120
 
 def strings(value: Any) -> Iterator[str]:
@@ -112,7 +111,7 @@ class ScriptRunner:
                     env[name] = text.removesuffix("\n")
         proc = subprocess.run(
             [*inputs["interpreter"], inputs[phase]],
-            cwd=inputs.get("dir") or PROJECT_DIR, env=env,
+            cwd=inputs.get("dir") or ROOT, env=env,  # the project directory, where Pulumi runs the provider
             capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, check=False,
         )
         run = ScriptRun(resource.name, phase, proc.returncode, proc.stdout, proc.stderr)
@@ -125,24 +124,6 @@ class ScriptRunner:
 
 
 # --- the stack: a LocalCluster on a free port under a temp directory ------------------------------------------
-
-
-def free_port_run(count: int) -> int:
-    """A port P such that P .. P+count-1 are all free on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + count > 65535:
-            continue
-        try:
-            for p in range(port, port + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no run of free ports on 127.0.0.1")
 
 
 def postgres_pids(path: Path) -> list[int]:
@@ -170,15 +151,6 @@ def kill_postgres_under(path: Path) -> None:
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if Path(f"/proc/{p}").exists()]
             time.sleep(0.05)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 @dataclass
@@ -255,10 +227,8 @@ class LocalStack:
 
     def superuser_sql(self, sql: str) -> str:
         """As the superuser over the cluster's private socket (the only way in for it)."""
-        cmd = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(self.data_dir / "run"),
-               "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        cmd = as_server_user(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(self.data_dir / "run"),
+                              "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql])
         return subprocess.run(cmd, capture_output=True, text=True, check=True, cwd="/").stdout.strip()
 
     def streaming(self) -> list[str]:
@@ -290,17 +260,11 @@ def one_row(conn: psycopg.Connection[Any], sql: str) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def make_base(prefix: str) -> Path:
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    base.chmod(0o711)  # the server user (postgres, when we are root) must traverse it
-    return base
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     """A two-replica local stack, declared under the mock engine and created by its own scripts; always torn down."""
-    base = make_base("gaia e2e-")  # a space in the path keeps the scripts' quoting honest
-    local = LocalStack(base=base, port=free_port_run(4), password=secrets.token_urlsafe(18) + "'\"$\\ ;x")
+    base = server_tmpdir("gaia e2e-", owned=False)  # a space in the path keeps the scripts' quoting honest
+    local = LocalStack(base=base, port=free_port(4), password=secrets.token_urlsafe(18) + "'\"$\\ ;x")
     try:
         local.apply(local.declare(replicas=2))
         yield local
@@ -519,9 +483,9 @@ def error_line(run: ScriptRun) -> str:
 
 
 def test_missing_server_binaries_say_what_to_install() -> None:
-    base = make_base("gaia-e2e-nobin-")
+    base = server_tmpdir("gaia-e2e-nobin-", owned=False)
     try:
-        local = LocalStack(base=base, port=free_port_run(1), password="irrelevant-password",
+        local = LocalStack(base=base, port=free_port(), password="irrelevant-password",
                            runner=ScriptRunner({"GAIA_PG_BINDIR": str(base / "no-such-bin")}))
         primary, _ = commands_in_order(local.declare(replicas=0))
         run = local.runner.run(primary, "create", check=False)
@@ -534,11 +498,11 @@ def test_missing_server_binaries_say_what_to_install() -> None:
 
 
 def test_a_data_directory_the_server_cannot_reach_fails_clearly() -> None:
-    base = Path(tempfile.mkdtemp(prefix="gaia-e2e-private-"))
+    base = Path(tempfile.mkdtemp(prefix="gaia-e2e-private-"))  # mode 0700, ours: not a server_tmpdir, on purpose
     try:
         if os.geteuid() != 0:
             base.chmod(0o500)  # not even we may create it: the same clear refusal, for the other reason
-        local = LocalStack(base=base, port=free_port_run(1), password="irrelevant-password")
+        local = LocalStack(base=base, port=free_port(), password="irrelevant-password")
         primary, _ = commands_in_order(local.declare(replicas=0))
         run = local.runner.run(primary, "create", check=False)
         assert run.returncode != 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,13 @@ import grpc
 import psycopg
 import pytest
 from pgserver import PgServer
-from provider_process import ROOT, ProviderProcess, serialized_release_provider
+from provider_process import (
+    ROLE_PASSWORDS,
+    ProviderProcess,
+    connections_received,
+    project_copy_with_revision,
+    release_props,
+)
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2
@@ -22,24 +27,6 @@ from dbops.seed import key_hash
 from dbops.urls import build_url, parse_url
 
 DIFF_NONE, DIFF_SOME = provider_pb2.DiffResponse.DIFF_NONE, provider_pb2.DiffResponse.DIFF_SOME
-PASSWORDS = {service: f"{service}-password-0123456789" for service in ("analytics", "chat", "assets", "auth")}
-
-
-def release_props(admin_url: str, **overrides: Any) -> dict[str, Any]:
-    target = parse_url(admin_url)
-    props: dict[str, Any] = {
-        "__provider": serialized_release_provider(),
-        "connectionUrl": admin_url,
-        "endpoint": f"{target.host}:{target.port}/{target.database}",
-        "environment": "dev",
-        "adminEmail": "admin@dev.gaia.com",
-        "rolePasswords": dict(PASSWORDS),
-        "adminApiKey": "gaia_first-admin-key-0123456789",
-        "migrationHead": head_revision(),
-        "waitSeconds": 30,
-    }
-    props.update(overrides)
-    return props
 
 
 def churned_provider() -> str:
@@ -49,11 +36,6 @@ def churned_provider() -> str:
     provider = ReleaseProvider()
     provider.serialized_by = "another SDK version"  # type: ignore[attr-defined]
     return str(serialize_provider(provider))
-
-
-def connections_received(server: PgServer) -> int:
-    """Every connection attempt the server saw (log_connections=on), whatever its outcome."""
-    return server.log_file.read_text().count("connection received:")
 
 
 @pytest.fixture
@@ -82,7 +64,7 @@ def test_create_diff_update_delete_in_the_provider_process(provider: ProviderPro
     assert id_ == "gaia-db-release-dev"
     assert outs["revision"] == head_revision()
     # Nothing secret in the outputs: only a digest stands for the credentials.
-    for secret in [admin_url, props["adminApiKey"], *PASSWORDS.values()]:
+    for secret in [admin_url, props["adminApiKey"], *ROLE_PASSWORDS.values()]:
         assert secret not in repr(outs)
     assert _scalar(admin_url, "SELECT version_num FROM alembic_version") == head_revision()
     assert _scalar(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == key_hash(props["adminApiKey"])
@@ -98,13 +80,13 @@ def test_create_diff_update_delete_in_the_provider_process(provider: ProviderPro
                        sslmode="disable")
     assert provider.diff(id_, outs, dict(checked, connectionUrl=tunnel)).changes == DIFF_NONE
     # A preview where a password is not known yet: a change is coming, still decided without the database.
-    unknown = dict(checked, rolePasswords=dict(PASSWORDS, chat=rpc.UNKNOWN))
+    unknown = dict(checked, rolePasswords=dict(ROLE_PASSWORDS, chat=rpc.UNKNOWN))
     assert provider.diff(id_, outs, unknown).changes == DIFF_SOME
     assert connections_received(pg) == before, "diff must not open a database connection"
 
     for changed in (
         {"adminEmail": "ops@dev.gaia.com"},
-        {"rolePasswords": dict(PASSWORDS, auth="a-rotated-auth-password")},
+        {"rolePasswords": dict(ROLE_PASSWORDS, auth="a-rotated-auth-password")},
         {"endpoint": "10.0.0.9:5432/llm_platform"},
         {"migrationHead": "0003_something_new"},
     ):
@@ -152,12 +134,7 @@ def downgrade() -> None:
 def test_a_new_migration_in_the_project_means_update_and_the_update_applies_it(pg: PgServer, admin_url: str,
                                                                                 tmp_path: Path) -> None:
     # A copy of the project with one more revision, as a developer's next commit would have it.
-    project = tmp_path / "project"
-    for part in ("components", "dbops", "migrations"):
-        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "alembic.ini", project / "alembic.ini")
-    old_head = head_revision()
-    (project / "migrations" / "versions" / "0099_feedback.py").write_text(NEW_REVISION.format(down=old_head))
+    project = project_copy_with_revision(tmp_path, "0099_feedback.py", NEW_REVISION.format(down=head_revision()))
 
     with ProviderProcess() as current:
         current.configure()
@@ -170,10 +147,11 @@ def test_a_new_migration_in_the_project_means_update_and_the_update_applies_it(p
     assert new_outs["revision"] == "0099_feedback"
     assert _scalar(admin_url, "SELECT version_num FROM alembic_version") == "0099_feedback"
     # The table the later migration made follows the matrix: analytics reads it, chat does not.
-    analytics = build_url(user="gaia_analytics", password=PASSWORDS["analytics"], host="127.0.0.1", port=pg.port,
-                          database=parse_url(admin_url).database, sslmode="disable")
+    analytics = build_url(user="gaia_analytics", password=ROLE_PASSWORDS["analytics"], host="127.0.0.1",
+                          port=pg.port, database=parse_url(admin_url).database, sslmode="disable")
     assert _scalar(analytics, "SELECT count(*) FROM feedback") == 0
-    chat = analytics.replace("gaia_analytics:" + PASSWORDS["analytics"], "gaia_chat:" + PASSWORDS["chat"])
+    chat = analytics.replace("gaia_analytics:" + ROLE_PASSWORDS["analytics"],
+                             "gaia_chat:" + ROLE_PASSWORDS["chat"])
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         _scalar(chat, "SELECT count(*) FROM feedback")
 
