@@ -12,6 +12,7 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import STORAGE_GB_RANGE, Settings
 from components.sizing import rds_instance_class
+from dbops.names import cloud_name
 
 ENGINE_MAJOR_VERSION = "16"  # pinned: a major upgrade is a deliberate change of this line, never a surprise
 PORT = 5432
@@ -35,7 +36,8 @@ class AwsCluster(DatabaseCluster):
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.aws is not None
         env = settings.environment
-        identifier = f"gaia-{env}"  # the seed's instance name: gaia-<env>.<region>.rds.amazonaws.com
+        # The seed's instance name: gaia-<env>.<region>.rds.amazonaws.com
+        identifier = cloud_name(settings.provider, env)
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
 

@@ -25,6 +25,7 @@ from components import sizing
 from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
 from components.settings import Settings
+from dbops.names import cloud_name
 
 ADMIN_USER = "postgres"
 # postgres-flex listens on 5433; HAProxy on every member listens on 5432 and forwards to the current primary
@@ -81,7 +82,7 @@ class FlyCluster(DatabaseCluster):
         vm = sizing.fly_vm(settings.size, production=settings.is_prod)
         cpu_kind, cpus = _cpu_kind_and_count(vm.size)
 
-        app = settings.resource_prefix
+        app = cloud_name("fly", settings.environment)
         token: pulumi.Output[str] = pulumi.Output.secret(settings.fly_api_token)  # already secret; stays so
         environment: dict[str, pulumi.Input[str]] = {
             "FLY_API_TOKEN": token,

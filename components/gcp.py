@@ -10,6 +10,7 @@ import pulumi_gcp as gcp
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings
 from components.sizing import cloudsql_tier
+from dbops.names import cloud_name
 
 DATABASE_VERSION = "POSTGRES_16"
 # Pinned on primary and replicas alike: without it GCP picks the edition, and replicas must match their primary.
@@ -29,7 +30,7 @@ class GcpCluster(DatabaseCluster):
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.gcp is not None
         env = settings.environment
-        instance_name = f"gaia-{env}"  # the seed's /cloudsql/project:region:gaia-<env>
+        instance_name = cloud_name(settings.provider, env)  # the seed's /cloudsql/project:region:gaia-<env>
         private_network = settings.gcp.private_network
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
 

@@ -21,6 +21,8 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 from pulumi.runtime import rpc
 
+from dbops.names import RELEASE_WAIT_SECONDS
+
 # Inputs whose change means the database must be released again. The connection URL is left out on purpose:
 # a tunnel (fly proxy, SSM, Auth Proxy) may listen on a new local port every run, and that changes nothing.
 DIFF_KEYS = ("migrationHead", "environment", "adminEmail", "endpoint", "credentialsFingerprint")
@@ -97,7 +99,7 @@ class ReleaseProvider(ResourceProvider):
                 admin_email=props["adminEmail"],
                 role_passwords=props["rolePasswords"],
                 admin_api_key=props["adminApiKey"],
-                wait_seconds=float(props.get("waitSeconds") or 300),
+                wait_seconds=float(props.get("waitSeconds") or RELEASE_WAIT_SECONDS),
                 progress=progress,
             )
         except DbopsError as error:
@@ -130,7 +132,7 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
         role_passwords: pulumi.Input[Mapping[str, pulumi.Input[str]]],
         admin_api_key: pulumi.Input[str],
         migration_head: str,
-        wait_seconds: float = 300,
+        wait_seconds: float = RELEASE_WAIT_SECONDS,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {

@@ -20,14 +20,15 @@ from pulumi.runtime import config as runtime_config
 
 from components import sizing
 from components.sizing import Size
+from dbops import names
 from dbops.urls import SSLMODES
 
 Provider = Literal["fly", "aws", "gcp", "local"]
 Environment = Literal["dev", "staging", "prod"]
 FlyFlavor = Literal["postgres", "mpg"]
 
-PROVIDERS: tuple[Provider, ...] = ("fly", "aws", "gcp", "local")
-ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
+PROVIDERS = cast(tuple[Provider, ...], names.PROVIDERS)
+ENVIRONMENTS = cast(tuple[Environment, ...], names.ENVIRONMENTS)
 FLY_FLAVORS: tuple[FlyFlavor, ...] = ("postgres", "mpg")
 
 MAX_READ_REPLICAS = 5

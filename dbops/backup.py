@@ -28,12 +28,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -41,12 +41,11 @@ from psycopg import sql
 from dbops import roles
 from dbops.connect import connect
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, OWNER_ROLE
-from dbops.urls import normalize_url, parse_url
+from dbops.names import ENVIRONMENTS, OWNER_ROLE, cloud_name
+from dbops.urls import parse_url, with_database, without_password
 
 Progress = Callable[[str], None]
 CLOUD_PROVIDERS = ("fly", "aws", "gcp")
-TOOLS = {"fly": "fly", "aws": "aws", "gcp": "gcloud"}
 INSTALL = {
     "fly": "install flyctl (https://fly.io/docs/flyctl/install/)",
     "aws": "install the AWS CLI v2",
@@ -86,13 +85,13 @@ def backup_command(provider: str, environment: str, now: datetime | None = None)
     stamp = utc_stamp(now)
     if provider == "fly":
         # flyctl internal/command/postgres/backup.go: `backup create` (-a/--app, -n/--name, -i/--immediate-checkpoint)
-        return ["fly", "pg", "backup", "create", "-a", f"gaia-db-{environment}"]
+        return ["fly", "pg", "backup", "create", "-a", cloud_name("fly", environment)]
     if provider == "aws":
-        return ["aws", "rds", "create-db-snapshot", "--db-instance-identifier", f"gaia-{environment}",
+        return ["aws", "rds", "create-db-snapshot", "--db-instance-identifier", cloud_name("aws", environment),
                 "--db-snapshot-identifier", f"gaia-{environment}-{stamp}"]
     if provider == "gcp":
         iso = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return ["gcloud", "sql", "backups", "create", f"--instance=gaia-{environment}",
+        return ["gcloud", "sql", "backups", "create", f"--instance={cloud_name('gcp', environment)}",
                 f"--description=gaia-db {environment} on-demand backup {iso}"]
     raise DbopsError(f"provider {provider!r} has no cloud backup; use one of {', '.join(CLOUD_PROVIDERS)}")
 
@@ -108,7 +107,7 @@ def restore_command(provider: str, environment: str, target: str, at: str | None
             f"target {target!r} is not a valid new instance name: use 2-63 lower-case letters, digits and single "
             "hyphens, starting with a letter"
         )
-    source = f"gaia-db-{environment}" if provider == "fly" else f"gaia-{environment}"
+    source = cloud_name(provider, environment)
     if target == source or target.startswith(f"{source}-replica-"):
         raise DbopsError(f"target {target!r} names the existing database; restores go into a new instance")
     when = parse_utc_time(at) if at is not None else None
@@ -161,16 +160,6 @@ def client_binary(name: str) -> str:
     raise DbopsError(f"{name} is not installed; install the PostgreSQL client (e.g. apt-get install postgresql-client)")
 
 
-def _passwordless(url: str, database: str | None = None) -> str:
-    """The URL without its password (for argv), optionally naming another database."""
-    parts = urlsplit(normalize_url(url))
-    hostport = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    netloc = f"{quote(user, safe='')}@{hostport}" if user else hostport
-    path = f"/{quote(database, safe='')}" if database is not None else parts.path
-    return urlunsplit(("postgresql", netloc, path, parts.query, ""))
-
-
 def _tool_env(url: str) -> dict[str, str]:
     """This process's environment minus libpq's own variables, plus the password (never argv)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -190,23 +179,39 @@ def _tool_error(tool: str, stderr: str) -> str:
 
 
 def dump(url: str, output: Path, *, progress: Progress | None = None) -> dict[str, Any]:
-    """`pg_dump --format=custom` of the URL's database into `output` (which must not exist)."""
+    """`pg_dump --format=custom` of the URL's database into `output`, which must not exist (and is never replaced).
+
+    pg_dump writes a partial file of its own (unique name, mode 0600) beside `output`; a hard link then gives it the
+    final name only if that name is still free, so a file created meanwhile is never overwritten either.
+    """
     say = progress or (lambda _m: None)
     target = parse_url(url)
     if output.exists():
         raise DbopsError(f"{output} already exists; backups never overwrite a file, choose another --output")
     if not output.parent.is_dir():
         raise DbopsError(f"the directory {output.parent} does not exist")
-    partial = output.with_name(output.name + ".partial")
-    say(f"dumping database {target.database} at {target.location} to {output}")
-    started = time.monotonic()
-    argv = [client_binary("pg_dump"), "--format=custom", "--no-password", f"--file={partial}",
-            f"--dbname={_passwordless(url)}"]
-    completed = subprocess.run(argv, env=_tool_env(url), capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
+    argv_head = [client_binary("pg_dump"), "--format=custom", "--no-password"]
+    fd, partial_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
+    os.close(fd)
+    partial = Path(partial_name)
+    try:
+        say(f"dumping database {target.database} at {target.location} to {output}")
+        started = time.monotonic()
+        argv = [*argv_head, f"--file={partial}", f"--dbname={without_password(url)}"]
+        completed = subprocess.run(argv, env=_tool_env(url), capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise DbopsError(_tool_error("pg_dump", completed.stderr))
+        try:
+            os.link(partial, output)
+        except FileExistsError:
+            raise DbopsError(
+                f"{output} was created by something else during the dump; backups never overwrite a file, "
+                "choose another --output"
+            ) from None
+        except OSError as exc:
+            raise DbopsError(f"could not create {output}: {exc.strerror}") from None
+    finally:
         partial.unlink(missing_ok=True)
-        raise DbopsError(_tool_error("pg_dump", completed.stderr))
-    partial.rename(output)
     return {"file": str(output), "bytes": output.stat().st_size, "database": target.database,
             "format": "custom", "seconds": round(time.monotonic() - started, 3)}
 
@@ -225,8 +230,9 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
             progress: Progress | None = None) -> dict[str, Any]:
     """Create `new_database` on the server of `url` (an admin login with CREATEDB) and pg_restore into it.
 
-    Refuses when the database already exists. On failure nothing is left behind: the restore is one transaction and
-    the database this call created is dropped again.
+    Refuses when the database already exists. Everything that can be checked is checked before CREATE DATABASE (the
+    archive's table of contents included); after it, any failure or interruption drops the new database again, and
+    the restore itself is one transaction.
     """
     say = progress or (lambda _m: None)
     server = parse_url(url)
@@ -237,6 +243,8 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
     with dump_file.open("rb") as f:
         if f.read(len(DUMP_MAGIC)) != DUMP_MAGIC:
             raise DbopsError(f"{dump_file} is not a pg_dump custom-format archive (made by `dbops backup`)")
+    pg_restore = client_binary("pg_restore")
+    gaia_owned = _owned_by_gaia(pg_restore, dump_file, url)  # also refuses an archive whose contents are unreadable
     with connect(url, wait_seconds=10) as conn:
         exists = conn.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (new_database,))
         if exists.fetchone() == (True,):
@@ -254,54 +262,73 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
             raise DbopsError(
                 f"could not create database {new_database!r}: {exc.diag.message_primary or type(exc).__name__}"
             ) from None
-    say(f"created database {new_database} on {server.location}; restoring {dump_file}")
-    started = time.monotonic()
-    new_url = _with_database(url, new_database)
-    if not no_owner and _owned_by_gaia(dump_file, url):
-        # A gaia-db archive: its objects belong to the NOLOGIN owner role, and ALTER ... OWNER TO needs that role to
-        # exist with CREATE on schema public before the archive's own GRANTs (restored last) arrive. The release's
-        # first step prepares exactly that (roles, schema privileges, CONNECT on the database), idempotently.
-        try:
-            with connect(new_url, wait_seconds=10) as conn, conn.transaction():
-                roles.ensure_roles(conn)
-        except (psycopg.Error, DbopsError) as exc:
-            _drop_quietly(url, new_database)
-            reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
-            raise DbopsError(f"preparing the gaia-db roles in {new_database} failed: {reason}; "
-                             f"database {new_database} was removed") from None
-    argv = [client_binary("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
-            f"--dbname={_passwordless(url, new_database)}"]
-    argv += ["--no-owner"] if no_owner else []
-    argv += ["--no-acl"] if no_acl else []
-    completed = subprocess.run([*argv, str(dump_file)], env=_tool_env(url), capture_output=True, text=True,
-                               check=False)
-    if completed.returncode != 0:
-        _drop_quietly(url, new_database)
-        hint = "" if no_owner and no_acl else " (if a role is missing on this server, retry with --no-owner --no-acl)"
-        raise DbopsError(_tool_error("pg_restore", completed.stderr) + f"; database {new_database} was removed"
-                         + hint)
-    return {"database": new_database, "server": server.location, "tables": _count_tables(new_url),
+    try:
+        say(f"created database {new_database} on {server.location}; restoring {dump_file}")
+        started = time.monotonic()
+        new_url = with_database(url, new_database)
+        if gaia_owned and not no_owner:
+            _prepare_gaia_roles(new_url, new_database)
+        argv = [pg_restore, "--exit-on-error", "--single-transaction", "--no-password",
+                f"--dbname={without_password(url, new_database)}"]
+        argv += ["--no-owner"] if no_owner else []
+        argv += ["--no-acl"] if no_acl else []
+        completed = subprocess.run([*argv, str(dump_file)], env=_tool_env(url), capture_output=True, text=True,
+                                   check=False)
+        if completed.returncode != 0:
+            reason = _tool_error("pg_restore", completed.stderr)
+            hint = ""
+            if "end of file" in reason:
+                hint = f" ({dump_file} is truncated or damaged; make a new backup)"
+            elif "role" in reason and not (no_owner and no_acl):
+                hint = " (if a role is missing on this server, retry with --no-owner --no-acl)"
+            raise _RestoreFailed(reason, hint)
+        tables = _count_tables(new_url)
+    except DbopsError as exc:
+        fate = (f"database {new_database} was removed" if _drop_quietly(url, new_database)
+                else f"database {new_database} could not be removed: drop it by hand")
+        raise DbopsError(f"{exc}; {fate}{getattr(exc, 'hint', '')}") from None
+    except BaseException:
+        _drop_quietly(url, new_database)  # interrupted (Ctrl-C) or a bug: still leave nothing behind
+        raise
+    return {"database": new_database, "server": server.location, "tables": tables,
             "seconds": round(time.monotonic() - started, 3)}
 
 
-def _owned_by_gaia(dump_file: Path, url: str) -> bool:
+class _RestoreFailed(DbopsError):
+    """pg_restore failed; `hint` goes after the note that the database was removed."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _prepare_gaia_roles(new_url: str, new_database: str) -> None:
+    # A gaia-db archive: its objects belong to the NOLOGIN owner role, and ALTER ... OWNER TO needs that role to
+    # exist with CREATE on schema public before the archive's own GRANTs (restored last) arrive. The release's
+    # first step prepares exactly that (roles, schema privileges, CONNECT on the database), idempotently.
+    try:
+        with connect(new_url, wait_seconds=10) as conn, conn.transaction():
+            roles.ensure_roles(conn)
+    except psycopg.Error as exc:
+        raise DbopsError(f"preparing the gaia-db roles in {new_database} failed: "
+                         f"{exc.diag.message_primary or type(exc).__name__}") from None
+
+
+def _owned_by_gaia(pg_restore: str, dump_file: Path, url: str) -> bool:
     """Whether the archive's table of contents names the gaia-db owner role as an owner."""
-    listed = subprocess.run([client_binary("pg_restore"), "--list", str(dump_file)], env=_tool_env(url),
+    listed = subprocess.run([pg_restore, "--list", str(dump_file)], env=_tool_env(url),
                             capture_output=True, text=True, check=False)
     if listed.returncode != 0:
-        raise DbopsError(_tool_error("pg_restore", listed.stderr))
+        raise DbopsError(_tool_error("pg_restore", listed.stderr) + f"; {dump_file} is truncated or damaged")
     return any(line.split()[-1:] == [OWNER_ROLE] for line in listed.stdout.splitlines() if not line.startswith(";"))
 
 
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(normalize_url(url))
-    return urlunsplit(("postgresql", parts.netloc, f"/{quote(database, safe='')}", parts.query, ""))
-
-
-def _drop_quietly(url: str, database: str) -> None:
+def _drop_quietly(url: str, database: str) -> bool:
+    """Drop `database` (made by this run); whether it is gone. FORCE ends a session pg_restore may still have open."""
     try:
         with connect(url, wait_seconds=10) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+            force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(database), force))
     except (psycopg.Error, DbopsError):
-        pass
-
+        return False
+    return True

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, SERVICES
+from dbops.names import ENVIRONMENTS, PROVIDERS, RELEASE_WAIT_SECONDS, SERVICES
 
 EXIT_ERROR = 1  # the command could not do its job (bad input, unreachable database, failing tool)
 EXIT_FAILED_CHECK = 2  # the command ran and found a problem: unhealthy (health), drift (diff-schema)
-PROVIDERS = ("fly", "aws", "gcp", "local")
 
 
 def _progress(message: str) -> None:
@@ -71,8 +71,11 @@ def _database_url() -> str:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from dbops.health import check
+    from dbops.urls import parse_url
 
-    result = check(_database_url(), timeout=args.timeout, max_lag=args.max_lag, expect_replicas=args.expect_replicas)
+    url = _database_url()
+    parse_url(url)  # a malformed URL is a usage error (exit 1), not an unhealthy server (exit 2)
+    result = check(url, timeout=args.timeout, max_lag=args.max_lag, expect_replicas=args.expect_replicas)
     print(json.dumps(result, indent=2))
     return 0 if result["status"] == "healthy" else EXIT_FAILED_CHECK
 
@@ -95,7 +98,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dbops import backup
-    from dbops.urls import parse_url
+    from dbops.urls import parse_url, without_password
 
     if args.provider in backup.CLOUD_PROVIDERS:
         if args.output is not None:
@@ -105,7 +108,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     url = _database_url()
     output = Path(args.output or f"{parse_url(url).database}-{backup.utc_stamp()}.dump")
     if args.dry_run:
-        print(f"pg_dump --format=custom --file={output} --dbname={backup._passwordless(url)}")
+        print(f"pg_dump --format=custom --file={output} --dbname={without_password(url)}")
         return 0
     print(json.dumps(backup.dump(url, output, progress=_progress)))
     return 0
@@ -115,6 +118,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dbops import backup
+    from dbops.urls import without_password
 
     if args.provider in backup.CLOUD_PROVIDERS:
         if args.file is not None or args.database is not None:
@@ -131,7 +135,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     url = _database_url()
     if args.dry_run:
         print(f"CREATE DATABASE {args.database}; pg_restore --exit-on-error --single-transaction "
-              f"--dbname={backup._passwordless(url, args.database)} {args.file}")
+              f"--dbname={without_password(url, args.database)} {args.file}")
         return 0
     result = backup.restore(url, Path(args.file), args.database, no_owner=args.no_owner, no_acl=args.no_acl,
                             progress=_progress)
@@ -149,7 +153,11 @@ def _url_argument(value: str, which: str) -> str:
         if url is None:
             raise DbopsError(f"{which}: the environment variable {name} is not set")
         return url
-    if parse_url(value).password:
+    try:
+        password = parse_url(value).password
+    except DbopsError as exc:
+        raise DbopsError(f"{which}: {exc}") from None
+    if password:
         raise DbopsError(
             f"{which} holds a password, which would be visible to every user of this machine in the process list; "
             "put the URL in a variable and pass env:NAME instead (e.g. env:DEV_URL)"
@@ -172,13 +180,32 @@ def cmd_diff_schema(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CHECK if diffs else 0
 
 
-def _positive_seconds(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects NaN
+        return math.nan
+    return value if math.isfinite(value) else math.nan  # inf would overflow the timeouts; NaN fails every test
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds >= 0")
     return value
 
 
@@ -189,7 +216,9 @@ def _count(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from dbops.release import DEFAULT_WAIT
+    # psycopg comes with these; Alembic and SQLAlchemy only with the commands that run migrations.
+    from dbops.health import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT
+    from dbops.metrics import DEFAULT_SLOW_MS
 
     top = argparse.ArgumentParser(prog="python -m dbops", description="gaia-db database operations")
     commands = top.add_subparsers(dest="command", required=True, metavar="command")
@@ -203,10 +232,10 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument("--admin-email", required=True)
     rel.add_argument(
         "--wait",
-        type=_positive_seconds,
-        default=DEFAULT_WAIT,
+        type=_seconds,
+        default=RELEASE_WAIT_SECONDS,
         metavar="SECONDS",
-        help=f"how long to wait for the database to accept connections (default {DEFAULT_WAIT:g})",
+        help=f"how long to wait for the database to accept connections (default {RELEASE_WAIT_SECONDS:g})",
     )
     rel.set_defaults(handler=cmd_release)
 
@@ -217,10 +246,10 @@ def parser() -> argparse.ArgumentParser:
         "responsive, role (primary/replica), replication_lag in seconds (0 on a primary), replicas (primary), "
         "reasons. Exit 0 when healthy, 2 when not, 1 when the command itself is misused.",
     )
-    health.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="SECONDS",
-                        help="connect timeout, and again statement timeout (default 5)")
-    health.add_argument("--max-lag", type=_positive_seconds, default=30.0, metavar="SECONDS",
-                        help="replication lag above this is unhealthy (default 30)")
+    health.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"connect timeout, and again statement timeout (default {DEFAULT_TIMEOUT:g})")
+    health.add_argument("--max-lag", type=_seconds, default=DEFAULT_MAX_LAG, metavar="SECONDS",
+                        help=f"replication lag above this is unhealthy (default {DEFAULT_MAX_LAG:g})")
     health.add_argument("--expect-replicas", type=_count, default=None, metavar="N",
                         help="on a primary: unhealthy unless at least N replicas are streaming")
     health.set_defaults(handler=cmd_health)
@@ -232,8 +261,8 @@ def parser() -> argparse.ArgumentParser:
         "pg_stat_statements the slow-query section says why and how to enable it.",
     )
     metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    metrics.add_argument("--slow-ms", type=_positive_seconds, default=100.0, metavar="MS",
-                         help="mean execution time that makes a query slow (default 100)")
+    metrics.add_argument("--slow-ms", type=_milliseconds, default=DEFAULT_SLOW_MS, metavar="MS",
+                         help=f"mean execution time that makes a query slow (default {DEFAULT_SLOW_MS:g})")
     metrics.add_argument("--provider", choices=PROVIDERS, help="show only this provider's way to enable "
                          "pg_stat_statements")
     metrics.set_defaults(handler=cmd_metrics)

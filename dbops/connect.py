@@ -18,6 +18,7 @@ FIRST_DELAY = 0.25  # seconds before the first retry; doubles up to MAX_DELAY
 MAX_DELAY = 2.0
 ATTEMPT_TIMEOUT = 10  # libpq connect_timeout per attempt (it treats values below 2 as 2)
 
+TIMED_OUT = "the connection attempt timed out"
 # libpq / psycopg messages that a new or restarting server (or its DNS record) outgrows, and the short reason
 # we report. Connection errors carry no SQLSTATE in psycopg, so the text is all there is to go on.
 _TRANSIENT: tuple[tuple[str, str], ...] = (
@@ -31,7 +32,7 @@ _TRANSIENT: tuple[tuple[str, str], ...] = (
     ("could not translate host name", "the host name does not resolve (yet)"),
     ("temporary failure in name resolution", "the host name does not resolve (yet)"),
     ("no such file or directory", "the server socket does not exist (yet)"),
-    ("timeout expired", "the connection attempt timed out"),
+    ("timeout expired", TIMED_OUT),
     ("server closed the connection unexpectedly", "the server closed the connection"),
     ("connection reset by peer", "the server closed the connection"),
     ("no route to host", "no route to host"),
@@ -67,6 +68,14 @@ def _permanent_error(target: DatabaseUrl, message: str) -> DbopsError:
     return DbopsError(f"could not connect to PostgreSQL at {where}: {detail}")
 
 
+def url_refused(target: DatabaseUrl) -> DbopsError:
+    """libpq refused the connection parameters themselves. Its message quotes them (the password too): not shown."""
+    return DbopsError(
+        f"libpq could not use the database URL for {target.location}; check its percent-escapes and query "
+        "parameters (use postgresql://user:password@host:port/database?sslmode=require)"
+    )
+
+
 def connect(
     url: str,
     *,
@@ -95,11 +104,13 @@ def connect(
             reason = transient_reason(message)
             if reason is None:
                 raise _permanent_error(target, message) from None
+        except (psycopg.ProgrammingError, psycopg.InterfaceError):
+            raise url_refused(target) from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DbopsError(
                 f"could not reach PostgreSQL at {target.location} within {wait_seconds:g} s ({reason}); "
-                "check that the server is running and reachable, or allow longer with --wait"
+                "check that the server is running and reachable, or give it longer to start"
             )
         if progress and attempt == 1:
             progress(f"waiting for PostgreSQL at {target.location} ({reason})")

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from dbops.connect import _permanent_error, transient_reason
+from dbops.connect import TIMED_OUT, _permanent_error, transient_reason, url_refused
 from dbops.errors import DbopsError
 from dbops.urls import normalize_url, parse_url
 
@@ -74,20 +74,26 @@ def _round(value: float | None) -> float | None:
 
 def _connect(url: str, timeout: float) -> psycopg.Connection[tuple[object, ...]]:
     target = parse_url(url)
+    connect_timeout = max(2, math.ceil(timeout))  # what libpq honours
     try:
         return psycopg.connect(
             normalize_url(url),
             autocommit=True,
-            connect_timeout=max(2, math.ceil(timeout)),
+            connect_timeout=connect_timeout,
             application_name=APPLICATION_NAME,
             options=f"-c statement_timeout={max(1, int(timeout * 1000))}",
         )
     except psycopg.OperationalError as exc:
         message = str(exc)
         reason = transient_reason(message)
+        if reason == TIMED_OUT:
+            raise DbopsError(f"PostgreSQL at {target.location} did not answer within {connect_timeout} s "
+                             f"(connect timeout)") from None
         if reason is not None:
             raise DbopsError(f"PostgreSQL at {target.location} did not answer: {reason}") from None
         raise _permanent_error(target, message) from None
+    except (psycopg.ProgrammingError, psycopg.InterfaceError):
+        raise url_refused(target) from None
 
 
 def _primary(conn: psycopg.Connection[tuple[object, ...]], result: dict[str, Any], max_lag: float,
@@ -172,6 +178,11 @@ def check(
     except psycopg.Error as exc:
         first = exc.diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         result["error"] = f"the health queries failed: {first}"
+        result["reasons"].append(result["error"])
+    except Exception as exc:
+        # Services call this from their health endpoints, so it answers even here; only the type, because an
+        # unexpected message could quote the URL.
+        result["error"] = f"the health check failed unexpectedly ({type(exc).__name__})"
         result["reasons"].append(result["error"])
     if not result["reasons"]:
         result["status"] = "healthy"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 
@@ -34,7 +34,7 @@ def release_lock(
         raise ValueError("the release lock must be polled on an autocommit connection")
     deadline = time.monotonic() + wait_seconds
     told = False
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone() == (True,):
+    while not _try_lock(conn):
         if time.monotonic() >= deadline:
             raise DbopsError(
                 f"another release held the database lock for more than {wait_seconds:g} s; "
@@ -47,6 +47,16 @@ def release_lock(
     try:
         yield
     finally:
-        # A broken connection has already dropped the lock with its session; don't mask the original error.
+        # The lock belongs to the session: if unlocking fails the connection is going away and takes the lock with it,
+        # so don't mask the block's own outcome.
         if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            with suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+def _try_lock(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    try:
+        return conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone() == (True,)
+    except psycopg.Error as exc:
+        reason = exc.diag.message_primary or type(exc).__name__
+        raise DbopsError(f"taking the release lock failed: {reason}") from None

@@ -30,7 +30,8 @@ ALEMBIC_INI = ROOT / "alembic.ini"
 MIGRATIONS = ROOT / "migrations"
 
 # Session limits for everything a release runs: DDL gives up instead of queueing behind (and in front of) the
-# application's locks. A revision that builds an index raises statement_timeout for that statement only.
+# application's locks. 0002, which builds an index concurrently, raises statement_timeout and lock_timeout for its
+# whole autocommit block and sets them back to these values at the end of it.
 LOCK_TIMEOUT = "10s"
 STATEMENT_TIMEOUT = "5min"
 SESSION_SETTINGS = (
@@ -87,15 +88,22 @@ def migration_connection(url: str, *, wait_seconds: float) -> Iterator[Connectio
         poolclass=NullPool,
     )
     try:
-        with engine.connect() as conn:
+        try:
+            conn = engine.connect()  # SQLAlchemy's first connect also queries the server (version, settings)
+        except SQLAlchemyError as exc:
+            raise DbopsError(f"opening the migration session failed: {_primary(exc)}") from None
+        with conn:
             yield conn
     finally:
         engine.dispose()
 
 
 def current_revision(conn: Connection) -> str | None:
-    revision = MigrationContext.configure(conn).get_current_revision()
-    conn.rollback()  # end the autobegun transaction, so Alembic opens one per revision
+    try:
+        revision = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()  # end the autobegun transaction, so Alembic opens one per revision
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        raise DbopsError(f"reading the schema revision (alembic_version) failed: {_primary(exc)}") from None
     return revision
 
 

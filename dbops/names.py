@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 ENVIRONMENTS = ("dev", "staging", "prod")
+PROVIDERS = ("fly", "aws", "gcp", "local")
+
+# How long a release waits for the database to accept connections: a new cloud instance can take minutes between
+# "created" and reachable (first boot, DNS), so five minutes, not seconds.
+RELEASE_WAIT_SECONDS = 300.0
 
 # The services that get their own login role, in the order outputs list them.
 SERVICES = ("analytics", "chat", "assets", "auth")
@@ -19,3 +24,8 @@ def role_name(service: str) -> str:
 
 
 SERVICE_ROLES: dict[str, str] = {service: role_name(service) for service in SERVICES}
+
+
+def cloud_name(provider: str, environment: str) -> str:
+    """The database's name on its cloud, as the seed names it: Fly app `gaia-db-<env>`, RDS / Cloud SQL `gaia-<env>`."""
+    return f"gaia-db-{environment}" if provider == "fly" else f"gaia-{environment}"

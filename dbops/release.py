@@ -13,11 +13,9 @@ import psycopg
 from dbops import locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, SERVICE_ROLES, SERVICES
+from dbops.names import ENVIRONMENTS, RELEASE_WAIT_SECONDS, SERVICE_ROLES, SERVICES
 from dbops.urls import parse_url, with_credentials
 
-# A new cloud instance can take minutes between "created" and accepting connections (DNS, first boot).
-DEFAULT_WAIT = 300.0
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 EMAIL_MAX = 255  # users.email is VARCHAR(255)
 
@@ -84,7 +82,7 @@ def release(
     admin_email: str,
     role_passwords: Mapping[str, str] | None = None,
     admin_api_key: str | None = None,
-    wait_seconds: float = DEFAULT_WAIT,
+    wait_seconds: float = RELEASE_WAIT_SECONDS,
     progress: Callable[[str], None] | None = None,
 ) -> ReleaseResult:
     """Bring the database at `database_url` (an admin login) to head, the role matrix and the admin seed.

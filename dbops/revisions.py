@@ -1,7 +1,7 @@
 """The migration head, read from migrations/versions/*.py as text: no alembic, SQLAlchemy or psycopg import.
 
 The Pulumi program needs the head on every `pulumi preview` and `pulumi up`, where importing alembic (and with it
-SQLAlchemy and psycopg) cost half a second and 40 MB (bench/RESULTS.md). Each revision file's module-level
+SQLAlchemy and psycopg) costs about half a second and 40 MB, measured with bench/. Each revision file's module-level
 `revision = "..."` and `down_revision = "..."` are read with `ast`; a test checks the answer equals Alembic's own.
 """
 

@@ -158,7 +158,7 @@ def compare(a: Snapshot, b: Snapshot) -> list[Difference]:
 def render(a: Snapshot, b: Snapshot, diffs: list[Difference]) -> str:
     lines = [f"A: {a.label}, revision {a.revision or '(none)'}", f"B: {b.label}, revision {b.revision or '(none)'}"]
     if not diffs:
-        counts = ", ".join(f"{len(a.objects[k])} {k}s" for k in KINDS)
+        counts = ", ".join(f"{len(a.objects[k])} {'indexes' if k == 'index' else k + 's'}" for k in KINDS)
         lines.append(f"no drift: {counts} identical")
     else:
         width = max(len(d.kind) for d in diffs)

@@ -1,30 +1,130 @@
-"""PostgreSQL connection URLs: normalise, parse, build. No psycopg import, so Pulumi components can use it.
+"""PostgreSQL connection URLs: validate, normalise, parse, build. No psycopg import, so Pulumi components can use it.
 
 Sockets: the Cloud SQL form `postgresql://user:pw@/db?host=/cloudsql/project:region:instance` carries no `sslmode`,
 because libpq ignores sslmode on Unix-domain sockets (the Cloud SQL connector already encrypts the hop).
+
+Query parameters: only those in QUERY_PARAMETERS are accepted. Everything else libpq would take is refused rather
+than copied into service URLs and pg_dump's argv unchecked: `password` / `user` (credentials belong before the host,
+where they are never shown), `sslpassword` (a secret with no environment-variable form, so it would reach argv),
+`dbname` / `port` (they would silently override the path and host:port the messages name), and `options` (it could
+change the role or search_path under the release, which sets its own session).
+
+Errors never repeat the URL, which may hold a password: they are fixed sentences, naming at most a query parameter
+(a plain lower-case name) or sslmode's value.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from dbops.errors import DbopsError
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_PORT = 5432
+QUERY_PARAMETERS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "host",  # a Unix-socket directory, e.g. Cloud SQL's /cloudsql/project:region:instance
+    "connect_timeout",
+    "application_name",
+)
+# The admin's client certificate: a service URL must not log in with it.
+CLIENT_CERTIFICATE = ("sslcert", "sslkey")
+FORMAT = "postgresql://user:password@host:port/database"
+# libpq accepts %XX with two hex digits, except %00.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
+_PARAMETER_NAME = re.compile(r"[a-z_]{1,40}")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}")
 
 
-def normalize_url(url: str) -> str:
-    """`postgres://` and `postgresql+psycopg://` -> `postgresql://` (what libpq accepts); other schemes are refused."""
+def _normalized(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
-        shown = f"{scheme}://" if sep else "no scheme"
+        shown = f"{scheme}://" if sep and _SCHEME.fullmatch(scheme) else "no scheme" if not sep else "another scheme"
         raise DbopsError(
             f"the database URL must start with postgresql://, postgres:// or postgresql+psycopg://, not {shown}"
         )
     return f"postgresql://{rest}"
+
+
+def normalize_url(url: str) -> str:
+    """`postgres://` and `postgresql+psycopg://` -> `postgresql://` (what libpq accepts); other schemes are refused.
+
+    The result is checked as `split_url` checks it, so what reaches libpq is a URL it parses.
+    """
+    normalized = _normalized(url)
+    _checked_split(normalized)
+    return normalized
+
+
+def _checked_split(normalized: str) -> tuple[SplitResult, dict[str, str]]:
+    if _BAD_ESCAPE.search(normalized):
+        raise DbopsError(
+            "the database URL has an invalid percent-escape; write a literal % as %25 and every escape as % followed "
+            "by two hex digits (not %00)"
+        )
+    if "#" in normalized:
+        raise DbopsError("the database URL has a # that is not percent-encoded; write it as %23 (e.g. in the password)")
+    # urlsplit's and .port's messages quote the URL, which may hold a password: fixed sentences instead.
+    try:
+        parts = urlsplit(normalized)
+    except ValueError:
+        raise DbopsError(
+            f"the database URL has an unclosed or invalid [IPv6] host; use {FORMAT}, with an IPv6 host in brackets "
+            "like [::1]"
+        ) from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise DbopsError("the database URL has an invalid port; use host:port with a port from 1 to 65535")
+    return parts, _query(parts.query)
+
+
+def _query(query: str) -> dict[str, str]:
+    """The query's parameters, decoded as libpq decodes them (`+` stays `+`); only QUERY_PARAMETERS are allowed."""
+    params: dict[str, str] = {}
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        raw_name, sep, raw_value = pair.partition("=")
+        name = unquote(raw_name)
+        if name in ("password", "user"):
+            raise DbopsError(
+                f"the database URL has a {name} query parameter; put the credentials before the host "
+                f"({FORMAT}), where they are never shown"
+            )
+        if name not in QUERY_PARAMETERS:
+            shown = f"{name!r}" if _PARAMETER_NAME.fullmatch(name) else "with an unusual name"
+            raise DbopsError(
+                f"the database URL has a query parameter {shown} that is not allowed; allowed: "
+                f"{', '.join(QUERY_PARAMETERS)}"
+            )
+        if not sep:
+            raise DbopsError(f"the database URL's query parameter {name!r} has no value; write {name}=VALUE")
+        params[name] = unquote(raw_value)
+    return params
+
+
+def split_url(url: str) -> tuple[SplitResult, dict[str, str]]:
+    """The checked, normalised URL split into parts, and its (allowed) query parameters."""
+    return _checked_split(_normalized(url))
+
+
+def _netloc_host(parts: SplitResult) -> str:
+    """`host:port` as written (brackets kept), without the credentials."""
+    return parts.netloc.rpartition("@")[2]
+
+
+def _with_query(base: str, params: dict[str, str]) -> str:
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='/:')}" for k, v in params.items())
+    return base + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -50,18 +150,14 @@ class DatabaseUrl:
 
 def parse_url(url: str) -> DatabaseUrl:
     """Parse a PostgreSQL URL; raises DbopsError (never echoing the URL, which may hold a password)."""
-    parts = urlsplit(normalize_url(url))
-    query = dict(parse_qsl(parts.query))
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise DbopsError("the database URL has an invalid port; use host:port with a port from 1 to 65535") from None
+    parts, query = split_url(url)
+    port = parts.port or DEFAULT_PORT
     database = unquote(parts.path.lstrip("/"))
     user = unquote(parts.username or "")
     if not database:
         raise DbopsError("the database URL names no database; add /<database> after the host")
     if not user:
-        raise DbopsError("the database URL names no user; use postgresql://user:password@host:port/database")
+        raise DbopsError(f"the database URL names no user; use {FORMAT}")
     sslmode = query.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
         raise DbopsError(f"the database URL has sslmode={sslmode!r}; allowed: {', '.join(SSLMODES)}")
@@ -69,7 +165,7 @@ def parse_url(url: str) -> DatabaseUrl:
     socket_dir = query_host if query_host and query_host.startswith("/") else None
     host = None if socket_dir else (query_host or parts.hostname)
     if socket_dir is None and not host:
-        raise DbopsError("the database URL names no host; use postgresql://user:password@host:port/database")
+        raise DbopsError(f"the database URL names no host; use {FORMAT}")
     return DatabaseUrl(
         user=user,
         password=unquote(parts.password or ""),
@@ -103,9 +199,26 @@ def build_url(
 
 
 def with_credentials(url: str, *, user: str, password: str) -> str:
-    """The same server, database and query (sslmode, socket host…) as `url`, logged in as another user."""
-    parts = urlsplit(normalize_url(url))
-    hostport = parts.netloc.rpartition("@")[2]
+    """The same server, database and query (sslmode, socket host…) as `url`, logged in as another user.
+
+    The admin's client certificate (sslcert, sslkey) is left out: a service logs in with its own password only.
+    """
+    parts, query = split_url(url)
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    query = urlencode(parse_qsl(parts.query), safe="/:")
-    return f"postgresql://{credentials}@{hostport}{parts.path}" + (f"?{query}" if query else "")
+    kept = {k: v for k, v in query.items() if k not in CLIENT_CERTIFICATE}
+    return _with_query(f"postgresql://{credentials}@{_netloc_host(parts)}{parts.path}", kept)
+
+
+def without_password(url: str, database: str | None = None) -> str:
+    """The URL without its password (safe for argv and output), optionally naming another database."""
+    parts, query = split_url(url)
+    user = parts.username or ""  # still percent-encoded, as written
+    netloc = f"{user}@{_netloc_host(parts)}" if user else _netloc_host(parts)
+    path = f"/{quote(database, safe='')}" if database is not None else parts.path
+    return _with_query(f"postgresql://{netloc}{path}", query)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same URL (credentials included) naming another database on the same server."""
+    parts, query = split_url(url)
+    return _with_query(f"postgresql://{parts.netloc}/{quote(database, safe='')}", query)

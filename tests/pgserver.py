@@ -63,7 +63,6 @@ def as_server_user(cmd: Sequence[str]) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *cmd] if os.geteuid() == 0 else list(cmd)
 
 
-_as_server_user = as_server_user  # the former private name, until every caller uses the public one
 
 
 def run_as_server_user(*cmd: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from cli_runner import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAD = "0002_chat_history_index"
 REVISIONS = ("0001_seed_schema", "0002_chat_history_index")
 
@@ -27,34 +24,15 @@ ADMIN_KEY = "gaia_test-admin-key-0123456789abcdef"
 ADMIN_EMAIL = "admin@dev.gaia.com"
 
 
-def clean_env() -> dict[str, str]:
-    """This process's environment without anything the release reads (or a PYTHONPATH pointing at this tree)."""
+def release_env(
+    database_url: str | None, passwords: dict[str, str] | None = None, admin_key: str | None = None
+) -> dict[str, str | None]:
+    """What the release CLI reads, for `run_dbops(..., env=...)`; None leaves a variable unset."""
     return {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATABASE_URL") and not k.startswith("GAIA_")
+        "DATABASE_URL": database_url,
+        "GAIA_DB_ROLE_PASSWORDS": None if passwords is None else json.dumps(passwords),
+        "GAIA_DB_ADMIN_API_KEY": admin_key,
     }
-
-
-def cli(
-    *args: str,
-    database_url: str | None,
-    passwords: dict[str, str] | None = None,
-    admin_key: str | None = None,
-    cwd: Path = ROOT,
-    extra_env: dict[str, str] | None = None,
-    timeout: float = 120,
-) -> subprocess.CompletedProcess[str]:
-    """`python -m dbops <args>` in a clean environment (only what the contract names)."""
-    env = clean_env()
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    if passwords is not None:
-        env["GAIA_DB_ROLE_PASSWORDS"] = json.dumps(passwords)
-    if admin_key is not None:
-        env["GAIA_DB_ADMIN_API_KEY"] = admin_key
-    env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "dbops", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def release_args(environment: str = "dev", email: str = ADMIN_EMAIL, *extra: str) -> list[str]:
@@ -86,15 +64,6 @@ def revision_source(revision: str, down: str, doc: str, body: str) -> str:
 def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def error_line(stderr: str) -> str:
-    """The CLI's error: the last stderr line, which must be the only `error:` line and come with no traceback."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, stderr
-    assert stderr.rstrip().splitlines()[-1] == lines[0], stderr
-    return lines[0]
 
 
 def schema_snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,13 +1,16 @@
-"""`python -m dbops release`: DESIGN.md's JSON contract, and one-sentence errors without tracebacks."""
+"""`python -m dbops release|health|metrics`: DESIGN.md's JSON contract, and one-sentence errors without tracebacks."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import psycopg
 import pytest
-from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, cli, error_line, query, release_args
+from cli_runner import ROOT, dbops_env, error_line, run_dbops
+from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, query, release_args, release_env
 from pgserver import free_port
 
 from dbops import seed
@@ -16,7 +19,7 @@ from dbops.names import SERVICES
 
 def test_release_prints_the_contract_json(admin_url: str) -> None:
     postgres_scheme = admin_url.replace("postgresql://", "postgres://", 1)  # Fly/Heroku style, normalised
-    first = cli(*release_args(), database_url=postgres_scheme, passwords=PASSWORDS)
+    first = run_dbops(*release_args(), env=release_env(postgres_scheme, PASSWORDS))
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert set(out) == {"revision", "serviceUrls", "adminApiKey"}
@@ -35,7 +38,7 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
 
     # Run again: the key exists, so it is not reported (nor replaced); with a key handed in, not reported either.
     for key in (None, ADMIN_KEY):
-        again = cli(*release_args(), database_url=admin_url, passwords=PASSWORDS, admin_key=key)
+        again = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS, key))
         assert again.returncode == 0, again.stderr
         assert set(json.loads(again.stdout)) == {"revision", "serviceUrls"}
     assert query(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == [(seed.key_hash(ADMIN_KEY),)]
@@ -66,9 +69,11 @@ def test_errors_are_one_sentence_without_traceback(admin_url: str, case: str, ex
         "bad passwords json": admin_url,
         "bad email": admin_url,
     }[case]
-    extra = {"GAIA_DB_ROLE_PASSWORDS": f'{{"chat": "{secret}"'} if case == "bad passwords json" else {}
+    env = release_env(url)
+    if case == "bad passwords json":
+        env["GAIA_DB_ROLE_PASSWORDS"] = f'{{"chat": "{secret}"'
     email = "nobody" if case == "bad email" else ADMIN_EMAIL
-    out = cli(*release_args("dev", email, "--wait", "1"), database_url=url, extra_env=extra)
+    out = run_dbops(*release_args("dev", email, "--wait", "1"), env=env)
     assert out.returncode == 1
     assert out.stdout == ""
     line = error_line(out.stderr)
@@ -76,8 +81,78 @@ def test_errors_are_one_sentence_without_traceback(admin_url: str, case: str, ex
     assert secret not in out.stderr
 
 
+# Each malformed URL holds SECRET where a careless message would repeat it (libpq's and urlsplit's do).
+MALFORMED = {
+    "bad percent-escape": (
+        "postgresql://u:pa%zzSECRET@127.0.0.1:{port}/db",
+        r"error: the database URL has an invalid percent-escape; write a literal % as %25 ",
+    ),
+    "bad IPv6 host": (
+        "postgresql://u:SECRET@[bad/db",
+        r"error: the database URL has an unclosed or invalid \[IPv6\] host; use postgresql://user:password@host:port/",
+    ),
+    "unknown query parameter": (
+        "postgresql://u:SECRET@127.0.0.1:{port}/db?foo=SECRET",
+        r"error: the database URL has a query parameter 'foo' that is not allowed; allowed: sslmode, sslrootcert, ",
+    ),
+    "password in the query": (
+        "postgresql://u@127.0.0.1:{port}/db?sslmode=disable&password=SECRET",
+        r"error: the database URL has a password query parameter; put the credentials before the host ",
+    ),
+    "unencoded #": (
+        "postgresql://u:pa#SECRET@127.0.0.1:{port}/db",
+        r"error: the database URL has a # that is not percent-encoded; write it as %23",
+    ),
+}
+COMMANDS = {"release": release_args("dev", ADMIN_EMAIL, "--wait", "1"), "health": ["health"], "metrics": ["metrics"]}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_malformed_urls_are_one_sentence_that_never_repeats_the_url(command: str, case: str) -> None:
+    url, expected = MALFORMED[case]
+    out = run_dbops(*COMMANDS[command], env={"DATABASE_URL": url.format(port=free_port())})
+    assert out.returncode == 1, out.stdout + out.stderr  # a usage error, not "unhealthy" (2)
+    assert out.stdout == ""
+    assert re.match(expected, error_line(out.stderr)), out.stderr
+    assert "SECRET" not in out.stdout + out.stderr
+
+
 def test_usage_errors_name_the_allowed_values() -> None:
-    out = cli("release", "--environment", "qa", "--admin-email", ADMIN_EMAIL, database_url=None)
+    out = run_dbops("release", "--environment", "qa", "--admin-email", ADMIN_EMAIL)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "argument --environment: invalid choice: 'qa' (choose from 'dev', 'staging', 'prod')" in out.stderr
-    assert cli(database_url=None).returncode == 2  # a command is required
+    assert run_dbops().returncode == 2  # a command is required
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["health", "--timeout", "0"], "argument --timeout: '0' is not a number of seconds > 0"),
+        (["health", "--timeout", "inf"], "argument --timeout: 'inf' is not a number of seconds > 0"),
+        (["health", "--max-lag", "-1"], "argument --max-lag: '-1' is not a number of seconds >= 0"),
+        (["metrics", "--slow-ms", "fast"], "argument --slow-ms: 'fast' is not a number of milliseconds >= 0"),
+        (["release", "--environment", "dev", "--admin-email", ADMIN_EMAIL, "--wait", "nan"],
+         "argument --wait: 'nan' is not a number of seconds >= 0"),
+    ],
+)
+def test_numeric_options_name_their_unit_and_range(args: list[str], message: str) -> None:
+    out = run_dbops(*args, env={"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db"})
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr.rstrip().endswith(message), out.stderr
+
+
+def test_the_cli_loads_alembic_and_sqlalchemy_only_for_commands_that_migrate() -> None:
+    # health, metrics, backup... run on every monitoring tick: they must not pay for Alembic and SQLAlchemy.
+    script = (
+        "import sys; from dbops import cli; cli.parser().parse_args(['health']); code = cli.main(['metrics']); "
+        "heavy = lambda: sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules); print(code, heavy()); "
+        "import dbops.release; print(heavy())"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dbops_env(), capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.splitlines() == [
+        "1 []",  # metrics ran, and stopped at the missing DATABASE_URL
+        "['alembic', 'sqlalchemy']",  # the release does load them: the check sees them when they are there
+    ]
+    assert out.stderr.startswith("error: set DATABASE_URL")

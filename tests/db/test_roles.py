@@ -7,7 +7,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, cli, project_copy, query, release_args, revision_source
+from cli_runner import run_dbops
+from dbhelpers import (
+    ADMIN_EMAIL,
+    ADMIN_KEY,
+    HEAD,
+    PASSWORDS,
+    project_copy,
+    query,
+    release_args,
+    release_env,
+    revision_source,
+)
 from matrix import ALLOWED, Conn, allowed, insert_sample_rows, statements
 from pgserver import PgServer
 
@@ -110,7 +121,7 @@ def test_a_table_added_by_a_later_migration_follows_the_matrix(admin_url: str, t
         "CREATE TABLE feedback (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), body text NOT NULL)",
     )
     project = project_copy(tmp_path, {"0003_feedback.py": later})
-    first = cli(*release_args(), database_url=admin_url, passwords=PASSWORDS, cwd=project)
+    first = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS), cwd=project)
     assert first.returncode == 0, first.stderr
     for service in SERVICES:
         with psycopg.connect(with_credentials(admin_url, user=f"gaia_{service}", password=PASSWORDS[service])) as conn:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psycopg
 import pytest
-from dbhelpers import ROOT
+from cli_runner import ROOT
 
+from dbops import connect, health, metrics
 from dbops.errors import DbopsError
 from dbops.names import SERVICE_ROLES, SERVICES, role_name
-from dbops.urls import build_url, normalize_url, parse_url, with_credentials
+from dbops.urls import build_url, normalize_url, parse_url, with_credentials, with_database, without_password
 
 
 @pytest.mark.parametrize(
@@ -76,11 +78,24 @@ def test_cloud_sql_socket_form() -> None:
     )
 
 
-def test_with_credentials_keeps_server_database_and_options() -> None:
-    admin = "postgres://admin:secret@db.internal:5433/gaia_dev?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+def test_with_credentials_keeps_server_database_and_options_but_not_the_admins_certificate() -> None:
+    admin = ("postgres://admin:secret@db.internal:5433/gaia_dev?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+             "&sslcert=/etc/admin.crt&sslkey=/etc/admin.key&application_name=deploy")
     assert with_credentials(admin, user="gaia_auth", password="a b") == (
         "postgresql://gaia_auth:a%20b@db.internal:5433/gaia_dev?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+        "&application_name=deploy"
     )
+
+
+def test_without_password_and_with_database_keep_the_rest() -> None:
+    url = "postgresql://ad%40min:s3cret@[::1]:5433/gaia_dev?sslmode=require&sslrootcert=/etc/my%20ca.pem"
+    assert without_password(url) == "postgresql://ad%40min@[::1]:5433/gaia_dev?sslmode=require&sslrootcert=/etc/my%20ca.pem"
+    assert without_password(url, "copy") == (
+        "postgresql://ad%40min@[::1]:5433/copy?sslmode=require&sslrootcert=/etc/my%20ca.pem")
+    assert with_database(url, "copy") == (
+        "postgresql://ad%40min:s3cret@[::1]:5433/copy?sslmode=require&sslrootcert=/etc/my%20ca.pem")
+    # libpq does not read + as a space in a URL; neither do we.
+    assert without_password("postgresql://u:p@h/d?application_name=a+b") == "postgresql://u@h/d?application_name=a%2Bb"
 
 
 @pytest.mark.parametrize(
@@ -89,12 +104,71 @@ def test_with_credentials_keeps_server_database_and_options() -> None:
         ("postgresql://u:p@h:99999/db", "invalid port"),
         ("postgresql://u:p@h:5432", "names no database"),
         ("postgresql://h:5432/db", "names no user"),
+        ("postgresql://u:p@h:0/db", "invalid port; use host:port with a port from 1 to 65535"),
         ("postgresql://u:p@h/db?sslmode=sometimes", "sslmode='sometimes'; allowed: disable, allow, prefer"),
     ],
 )
 def test_parse_errors_say_what_is_allowed(url: str, message: str) -> None:
     with pytest.raises(DbopsError, match=message):
         parse_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:pa%zzSECRET@h/db", "invalid percent-escape; write a literal % as %25"),
+        ("postgresql://u:SECRET%@h/db", "invalid percent-escape"),
+        ("postgresql://u:SECRET%00@h/db", "invalid percent-escape"),
+        ("postgresql://u:SECRET@[bad/db", r"unclosed or invalid \[IPv6\] host"),
+        ("postgresql://u:SECRET@[not-an-address]:5432/db", r"unclosed or invalid \[IPv6\] host"),
+        ("postgresql://u:SECRET@h/db?foo=SECRET", "query parameter 'foo' that is not allowed; allowed: sslmode, "),
+        ("postgresql://u:p@h/db?SECRET=1", "query parameter with an unusual name that is not allowed"),
+        ("postgresql://u:p@h/db?options=-csearch_path%3Dx", "query parameter 'options' that is not allowed"),
+        ("postgresql://u:p@h/db?dbname=other", "query parameter 'dbname' that is not allowed"),
+        ("postgresql://u:p@h/db?sslpassword=SECRET", "query parameter 'sslpassword' that is not allowed"),
+        ("postgresql://u@h/db?password=SECRET", "a password query parameter; put the credentials before the host"),
+        ("postgresql://h/db?user=u&password=SECRET", "a user query parameter; put the credentials before the host"),
+        ("postgresql://u:p@h/db?sslmode", "query parameter 'sslmode' has no value; write sslmode=VALUE"),
+        ("postgresql://u:pa#SECRET@h/db", "a # that is not percent-encoded; write it as %23"),
+    ],
+)
+def test_malformed_urls_are_refused_by_every_reader_without_repeating_them(url: str, message: str) -> None:
+    for parse in (parse_url, normalize_url, without_password):
+        with pytest.raises(DbopsError, match=message) as caught:
+            parse(url)
+        assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("error", [psycopg.ProgrammingError, psycopg.InterfaceError])
+def test_libpq_refusing_the_url_is_a_fixed_sentence(monkeypatch: pytest.MonkeyPatch, error: type[Exception]) -> None:
+    # Whatever libpq refuses that parse_url let through: its message quotes the URL, password included.
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise error('invalid percent-encoded token: "pa%zzSECRET"')
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    url = "postgresql://u:p@127.0.0.1:5432/db"
+    sentence = "libpq could not use the database URL for 127.0.0.1:5432; check its percent-escapes and query parameters"
+    with pytest.raises(DbopsError) as caught:
+        connect.connect(url, wait_seconds=30)
+    assert str(caught.value).startswith(sentence)
+    with pytest.raises(DbopsError) as caught:
+        metrics.collect(url)
+    assert str(caught.value).startswith(sentence)
+    result = health.check(url)  # never raises
+    assert result["status"] == "unhealthy" and result["error"].startswith(sentence)
+    assert "SECRET" not in str(result)
+
+
+def test_health_check_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert health.check("postgresql://u:SECRET@[bad/db")["error"].startswith("the database URL has an unclosed")
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("postgresql://u:SECRET@h/db")
+
+    monkeypatch.setattr(psycopg, "connect", broken)
+    result = health.check("postgresql://u:SECRET@h/db")
+    assert result["status"] == "unhealthy" and result["error"] == "the health check failed unexpectedly (RuntimeError)"
+    assert "SECRET" not in str(result)
 
 
 def test_build_rejects_an_unknown_sslmode() -> None:

@@ -24,7 +24,7 @@ def cluster() -> Iterator[tuple[PgServer, Replica]]:
             try:
                 Replica(primary, primary.base / "replica", 0).stop()
             except subprocess.CalledProcessError:
-                pass
+                pass  # already stopped: stopping the primary is what matters
         primary.stop()
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from pgserver import SUPERUSER, SUPERUSER_PASSWORD, PgServer, _as_server_user, free_port, server_bindir
+from cli_runner import ROOT
+from pgserver import SUPERUSER, SUPERUSER_PASSWORD, PgServer, free_port, pg_ctl, run_as_server_user, server_bindir
 
 SLOT = "gaia_replica_1"
+FAKES = ROOT / "tests" / "e2e" / "fakes"
 
 
 @dataclass
@@ -24,18 +25,11 @@ class Replica:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{self.port}/{dbname}"
 
-    def _ctl(self, *args: str) -> None:
-        log = self.data_dir.parent / "replica.log"
-        subprocess.run(
-            _as_server_user([str(server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), *args]),
-            check=True, capture_output=True, text=True,
-        )
-
     def start(self) -> None:
-        self._ctl("-w", "start")
+        pg_ctl(self.data_dir, "-w", "start", log_file=self.data_dir.parent / "replica.log")
 
     def stop(self) -> None:
-        self._ctl("-m", "fast", "-w", "stop")
+        pg_ctl(self.data_dir, "-m", "fast", "-w", "stop")
 
     def replayed(self, lsn: str) -> bool:
         with psycopg.connect(self.url(), autocommit=True) as conn:
@@ -47,13 +41,10 @@ def make_replica(primary: PgServer, slot: str = SLOT) -> Replica:
     """`pg_basebackup -R` (standby.signal + primary_conninfo) with a physical slot, started on a free port."""
     assert primary.base is not None
     data = primary.base / "replica"
-    env = {**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD}
-    subprocess.run(
-        _as_server_user([
-            str(server_bindir() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER,
-            "-D", str(data), "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot, "--no-sync", "-w",
-        ]),
-        check=True, capture_output=True, text=True, env=env,
+    run_as_server_user(
+        str(server_bindir() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER,
+        "-D", str(data), "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot, "--no-sync", "-w",
+        env={**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD},
     )
     port = free_port()
     # runuser keeps the environment; the file is written by us (root) then read by the server user.
@@ -76,19 +67,3 @@ def current_lsn(primary: PgServer) -> str:
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
     return str(row[0])
-
-
-ROOT = Path(__file__).resolve().parents[2]
-FAKES = ROOT / "tests" / "e2e" / "fakes"
-
-
-def dbops(*args: str, env: dict[str, str] | None = None, path_prefix: Path | None = None,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m dbops <args>` with only the variables given (plus PATH/HOME), from the project root."""
-    import sys
-
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
-    if path_prefix is not None:
-        base["PATH"] = f"{path_prefix}{os.pathsep}{base.get('PATH', '')}"
-    return subprocess.run([sys.executable, "-m", "dbops", *args], cwd=ROOT, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)

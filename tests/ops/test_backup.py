@@ -4,20 +4,23 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from opshelpers import FAKES, dbops
+from cli_runner import error_line, run_dbops
+from opshelpers import FAKES
 from pgserver import PgServer
 
 from dbops import backup
+from dbops.errors import DbopsError
 from dbops.release import release
-
-ADMIN_PASSWORD = "admin-password"  # PgServer.create_database's default: it must never show up in an argv
+from dbops.urls import parse_url
 
 
 def fingerprint(url: str) -> dict[str, tuple[int, str]]:
@@ -50,6 +53,20 @@ def fill(url: str) -> None:
             "SELECT id, 'image', 'f.png', jsonb_build_object('n', 1, 'ü', 'ß') FROM users LIMIT 50")
 
 
+def database_exists(pg: PgServer, name: str) -> bool:
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (1,)
+
+
+@pytest.fixture
+def made(pg: PgServer) -> Iterator[list[str]]:
+    """Names of databases a test restores into on the session server; dropped afterwards, pass or fail."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The argv and environment of every tool dbops.backup starts (the real tools still run)."""
@@ -64,7 +81,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-def test_restore_drill(pg: PgServer, admin_url: str, tmp_path: Path, recorded: list[dict[str, Any]]) -> None:
+def test_restore_drill(pg: PgServer, admin_url: str, tmp_path: Path, recorded: list[dict[str, Any]],
+                       made: list[str]) -> None:
+    made.append("drill_restored")
     fill(admin_url)
     before = fingerprint(admin_url)
     assert before["public.users"][0] == 301 and before["public.chat_messages"][0] == 301  # + the seeded admin
@@ -85,10 +104,10 @@ def test_restore_drill(pg: PgServer, admin_url: str, tmp_path: Path, recorded: l
         conn.execute("RESET ROLE; SET ROLE gaia_chat")
         assert conn.execute("SELECT count(*) FROM chat_messages").fetchone() == (301,)
     assert [Path(c["argv"][0]).name for c in recorded] == ["pg_dump", "pg_restore", "pg_restore"]  # --list first
+    password = parse_url(admin_url).password
     for call in recorded:
-        assert not any(ADMIN_PASSWORD in arg for arg in call["argv"])
-        assert call["env"]["PGPASSWORD"] == ADMIN_PASSWORD  # the password travels in the environment only
-    pg.execute("DROP DATABASE drill_restored")
+        assert not any(password in arg for arg in call["argv"])
+        assert call["env"]["PGPASSWORD"] == password  # the password travels in the environment only
 
 
 def test_restore_never_goes_over_an_existing_database(pg: PgServer, admin_url: str, tmp_path: Path) -> None:
@@ -96,35 +115,92 @@ def test_restore_never_goes_over_an_existing_database(pg: PgServer, admin_url: s
     archive = tmp_path / "a.dump"
     backup.dump(admin_url, archive)
     existing = admin_url.rsplit("/", 1)[1]
-    done = dbops("restore", str(archive), "--database", existing, env={"DATABASE_URL": admin_url})
+    done = run_dbops("restore", str(archive), "--database", existing, env={"DATABASE_URL": admin_url})
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == (f"error: database '{existing}' already exists on 127.0.0.1:{pg.port}; restores only go "
                            "into a new database, choose another name\n")
     # The existing database is untouched, and the archive file is never overwritten either.
     assert fingerprint(admin_url)["public.users"][0] == 301
-    again = dbops("backup", "--output", str(archive), env={"DATABASE_URL": admin_url})
+    again = run_dbops("backup", "--output", str(archive), env={"DATABASE_URL": admin_url})
     assert again.returncode == 1 and "already exists; backups never overwrite a file" in again.stderr
 
 
-def test_cli_backup_and_restore_round_trip(pg: PgServer, admin_url: str, tmp_path: Path) -> None:
+def test_cli_backup_and_restore_round_trip(admin_url: str, tmp_path: Path, made: list[str]) -> None:
+    made.append("cli_copy")
     fill(admin_url)
     archive = tmp_path / "cli.dump"
-    done = dbops("backup", "--output", str(archive), env={"DATABASE_URL": admin_url})
+    done = run_dbops("backup", "--output", str(archive), env={"DATABASE_URL": admin_url})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["file"] == str(archive)
-    dry = dbops("restore", str(archive), "--database", "cli_copy", "--dry-run", env={"DATABASE_URL": admin_url})
-    assert ADMIN_PASSWORD not in dry.stdout and "--dbname=postgresql://admin_" in dry.stdout
-    done = dbops("restore", str(archive), "--database", "cli_copy", env={"DATABASE_URL": admin_url})
+    assert archive.stat().st_mode & 0o077 == 0  # a copy of the data: readable by its owner only
+    dry = run_dbops("restore", str(archive), "--database", "cli_copy", "--dry-run", env={"DATABASE_URL": admin_url})
+    assert parse_url(admin_url).password not in dry.stdout and "--dbname=postgresql://admin_" in dry.stdout
+    done = run_dbops("restore", str(archive), "--database", "cli_copy", env={"DATABASE_URL": admin_url})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["database"] == "cli_copy"
     assert fingerprint(admin_url.rsplit("/", 1)[0] + "/cli_copy") == fingerprint(admin_url)
-    pg.execute("DROP DATABASE cli_copy")
+
+
+def test_a_password_in_the_query_never_reaches_an_argv_or_the_output(admin_url: str, tmp_path: Path) -> None:
+    user, host_db = admin_url.removeprefix("postgresql://").split("@", 1)
+    url = f"postgresql://{user.split(':')[0]}@{host_db}?password=SECRET"
+    for args in (["backup", "--dry-run"], ["backup", "--output", str(tmp_path / "q.dump")],
+                 ["restore", str(tmp_path / "q.dump"), "--database", "q_copy", "--dry-run"]):
+        done = run_dbops(*args, env={"DATABASE_URL": url})
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert error_line(done.stderr).startswith("error: the database URL has a password query parameter; ")
+        assert "SECRET" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dump_never_overwrites_nor_reuses_a_partial_file(admin_url: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(admin_url)
+    output = tmp_path / "race.dump"
+    stale = tmp_path / "race.dump.partial"  # what an interrupted run of the former code left behind
+    stale.write_bytes(b"stale")
+    real = subprocess.run
+
+    def dump_then_intrude(argv: list[str], **kwargs: Any) -> Any:
+        done = real(argv, **kwargs)
+        output.write_bytes(b"someone else's file")  # created while pg_dump ran
+        return done
+
+    monkeypatch.setattr(subprocess, "run", dump_then_intrude)
+    with pytest.raises(DbopsError, match="was created by something else during the dump; backups never overwrite"):
+        backup.dump(admin_url, output)
+    assert output.read_bytes() == b"someone else's file" and stale.read_bytes() == b"stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.dump", "race.dump.partial"]  # no partial of ours left
+    monkeypatch.setattr(subprocess, "run", real)
+    result = backup.dump(admin_url, tmp_path / "ok.dump")
+    assert (tmp_path / "ok.dump").read_bytes()[:5] == b"PGDMP" and result["bytes"] > 1000
+    assert stale.read_bytes() == b"stale"
+
+
+@pytest.mark.parametrize("keep", ["header only", "half"])
+def test_a_truncated_archive_is_refused_and_leaves_no_database(pg: PgServer, admin_url: str, tmp_path: Path,
+                                                               made: list[str], keep: str) -> None:
+    fill(admin_url)
+    whole = tmp_path / "whole.dump"
+    backup.dump(admin_url, whole)
+    data = whole.read_bytes()
+    truncated = tmp_path / "truncated.dump"
+    truncated.write_bytes(data[:100] if keep == "header only" else data[: len(data) // 2])
+    made.append("from_truncated")
+    done = run_dbops("restore", str(truncated), "--database", "from_truncated", env={"DATABASE_URL": admin_url})
+    assert done.returncode == 1 and done.stdout == ""
+    line = error_line(done.stderr)
+    assert line.startswith("error: pg_restore failed: could not read from input file: end of file; ")
+    assert f"{truncated} is truncated or damaged" in line
+    if keep == "half":  # the table of contents is whole: the restore starts, fails, and removes its database
+        assert "database from_truncated was removed" in line
+    assert not database_exists(pg, "from_truncated")
 
 
 def test_a_failed_restore_leaves_nothing_behind(pg: PgServer, admin_url: str, tmp_path: Path) -> None:
     not_a_dump = tmp_path / "x.dump"
     not_a_dump.write_bytes(b"hello")
-    done = dbops("restore", str(not_a_dump), "--database", "nope", env={"DATABASE_URL": admin_url})
+    done = run_dbops("restore", str(not_a_dump), "--database", "nope", env={"DATABASE_URL": admin_url})
     assert done.returncode == 1 and "is not a pg_dump custom-format archive" in done.stderr
     # An archive with a table owned by a role the other server lacks: pg_restore fails, the new database is dropped.
     dbname = admin_url.rsplit("/", 1)[1]
@@ -136,7 +212,7 @@ def test_a_failed_restore_leaves_nothing_behind(pg: PgServer, admin_url: str, tm
     other = PgServer().start()
     try:
         _, other_admin = other.create_database()
-        done = dbops("restore", str(archive), "--database", "elsewhere", env={"DATABASE_URL": other_admin})
+        done = run_dbops("restore", str(archive), "--database", "elsewhere", env={"DATABASE_URL": other_admin})
         assert done.returncode == 1 and done.stdout == ""
         progress, error = done.stderr.splitlines()  # one progress line, then the one-sentence error
         assert progress.startswith("created database elsewhere on 127.0.0.1:")
@@ -145,7 +221,7 @@ def test_a_failed_restore_leaves_nothing_behind(pg: PgServer, admin_url: str, tm
                               "--no-owner --no-acl)")
         with psycopg.connect(other.url(), autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'elsewhere'").fetchone() == (0,)
-        done = dbops("restore", str(archive), "--database", "elsewhere", "--no-owner", "--no-acl",
+        done = run_dbops("restore", str(archive), "--database", "elsewhere", "--no-owner", "--no-acl",
                      env={"DATABASE_URL": other_admin})
         assert done.returncode == 0, done.stderr
         assert fingerprint(other.url(dbname="elsewhere")) == fingerprint(pg.url(dbname=dbname))
@@ -161,7 +237,7 @@ def test_a_gaia_archive_restores_onto_a_fresh_server(admin_url: str, tmp_path: P
     other = PgServer().start()
     try:
         _, other_admin = other.create_database()
-        done = dbops("restore", str(archive), "--database", "fresh", env={"DATABASE_URL": other_admin})
+        done = run_dbops("restore", str(archive), "--database", "fresh", env={"DATABASE_URL": other_admin})
         assert done.returncode == 0, done.stderr
         fresh = other_admin.rsplit("/", 1)[0] + "/fresh"
         assert fingerprint(fresh) == fingerprint(admin_url)
@@ -200,7 +276,7 @@ def clouds(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return dbops(*args, env=env, path_prefix=FAKES)
+    return run_dbops(*args, env=env, path=f"{FAKES}{os.pathsep}{os.environ['PATH']}")
 
 
 def assert_no_secret_in_argv(state: Path) -> None:
@@ -285,10 +361,14 @@ def test_cloud_restores_go_into_a_new_instance(clouds: tuple[dict[str, str], Pat
     assert_no_secret_in_argv(state)
 
 
-def test_missing_cli_is_one_sentence(clouds: tuple[dict[str, str], Path]) -> None:
-    env, _ = clouds
-    done = dbops("backup", "--provider", "gcp", "--environment", "dev", env=env)  # no fakes on PATH
-    if done.returncode == 1 and "is not on PATH" in done.stderr:
-        assert done.stderr.startswith("error: `gcloud` is not on PATH; install the Google Cloud CLI")
-    else:  # a machine with the real gcloud: it must at least have been invoked with the right command
-        assert done.stdout.startswith("gcloud sql backups create --instance=gaia-dev")
+def test_missing_cli_is_one_sentence(clouds: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    env, state = clouds
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    # Only an empty directory on PATH (python is sys.executable): no gcloud, whatever this machine has installed.
+    done = run_dbops("backup", "--provider", "gcp", "--environment", "dev", env=env, path=str(empty))
+    assert done.returncode == 1
+    assert done.stdout.startswith("gcloud sql backups create --instance=gaia-dev")  # the command is still printed
+    assert error_line(done.stderr) == (
+        "error: `gcloud` is not on PATH; install the Google Cloud CLI and log in, or use --dry-run")
+    assert calls(state) == []

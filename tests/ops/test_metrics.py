@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from opshelpers import Replica, dbops
+from cli_runner import run_dbops
+from opshelpers import Replica
 from pgserver import PgServer
 
 from dbops.metrics import collect
@@ -36,12 +37,12 @@ def test_reports_connections_sizes_and_slow_queries(cluster: tuple[PgServer, Rep
 def test_cli_table_and_json(cluster: tuple[PgServer, Replica]) -> None:
     primary, _ = cluster
     primary.execute("SELECT pg_sleep(0.11)")
-    done = dbops("metrics", env={"DATABASE_URL": primary.url()})
+    done = run_dbops("metrics", env={"DATABASE_URL": primary.url()})
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert text.startswith("Connections (") and "Table sizes" in text and "Slow queries (mean > 100 ms" in text
     assert "SELECT pg_sleep($1)" in text
-    done = dbops("metrics", "--json", "--slow-ms", "50", env={"DATABASE_URL": primary.url()})
+    done = run_dbops("metrics", "--json", "--slow-ms", "50", env={"DATABASE_URL": primary.url()})
     report = json.loads(done.stdout)
     assert report["pg_stat_statements"] == {"status": "ok", "threshold_ms": 50.0}
     assert isinstance(report["slow_queries"], list)
@@ -54,7 +55,7 @@ def test_without_the_extension_in_this_database_it_says_so_and_how(admin_url: st
     assert "CREATE EXTENSION pg_stat_statements" in stats["message"]
     assert set(stats["how_to_enable"]) == {"aws", "gcp", "fly", "local"}
     assert "--shared-preload-libraries repmgr,pg_stat_statements" in stats["how_to_enable"]["fly"]
-    done = dbops("metrics", "--provider", "aws", env={"DATABASE_URL": admin_url})
+    done = run_dbops("metrics", "--provider", "aws", env={"DATABASE_URL": admin_url})
     assert done.returncode == 0, done.stderr
     assert "unavailable: pg_stat_statements is not created in this database" in done.stdout
     assert "aws rds reboot-db-instance --db-instance-identifier gaia-<env>" in done.stdout
@@ -72,7 +73,7 @@ def unloaded() -> Iterator[PgServer]:
 
 
 def test_created_but_not_preloaded_is_reported_not_raised(unloaded: PgServer) -> None:
-    done = dbops("metrics", "--json", env={"DATABASE_URL": unloaded.url()})
+    done = run_dbops("metrics", "--json", env={"DATABASE_URL": unloaded.url()})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["pg_stat_statements"]["status"] == "not-loaded"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import psycopg
-from opshelpers import dbops
+from cli_runner import run_dbops
 from pgserver import PgServer
 
 from dbops import locking, migrate, revisions
@@ -23,12 +23,14 @@ def released(pg: PgServer) -> tuple[str, str]:
 
 def test_two_databases_at_head_do_not_drift(pg: PgServer) -> None:
     (_, a), (_, b) = released(pg), released(pg)
-    done = dbops("diff-schema", "env:A_URL", "env:B_URL", env={"A_URL": a, "B_URL": b})
+    done = run_dbops("diff-schema", "env:A_URL", "env:B_URL", env={"A_URL": a, "B_URL": b})
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     head = revisions.head_revision()
     assert lines[0].endswith(f"revision {head}") and lines[1].endswith(f"revision {head}")
-    assert lines[2].startswith("no drift: ") and " 4 triggers" not in lines[2]
+    # 4 tables + alembic_version; 35 columns + version_num; 3 set_updated_at triggers, their function and the shard one.
+    assert lines[2] == ("no drift: 5 relations, 36 columns, 10 constraints, 15 indexes, 2 functions, 3 triggers, "
+                        "0 extensions identical")
     snap = snapshot(a)
     assert {"public.users", "public.api_keys", "public.chat_messages", "public.assets"} <= set(snap.objects["relation"])
     assert snap.objects["index"] and snap.objects["function"] and snap.objects["trigger"]
@@ -50,7 +52,7 @@ def test_every_planted_difference_is_reported(pg: PgServer) -> None:
         conn.execute("CREATE FUNCTION audit_noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
         conn.execute("CREATE TRIGGER users_audit BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION audit_noop()")
         conn.execute("UPDATE alembic_version SET version_num = '0001_seed_schema'")  # revision
-    done = dbops("diff-schema", "env:A", "env:B", env={"A": a, "B": b})
+    done = run_dbops("diff-schema", "env:A", "env:B", env={"A": a, "B": b})
     assert done.returncode == 2, done.stdout + done.stderr
     out = done.stdout
     expected = [
@@ -77,7 +79,7 @@ def test_every_planted_difference_is_reported(pg: PgServer) -> None:
     diffs = compare(snapshot(a), snapshot(b))
     changed = [d for d in diffs if d.kind == "function" and d.name == "public.get_shard_for_user(user_id uuid)"]
     assert len(changed) == 1 and changed[0].text.startswith("A: CREATE OR REPLACE FUNCTION")
-    report = json.loads(dbops("diff-schema", "--json", "env:A", "env:B", env={"A": a, "B": b}).stdout)
+    report = json.loads(run_dbops("diff-schema", "--json", "env:A", "env:B", env={"A": a, "B": b}).stdout)
     assert report["drift"] is True and report["b"]["revision"] == "0001_seed_schema"
     assert len(report["differences"]) == len(diffs)
 
@@ -93,9 +95,14 @@ def test_older_revision_after_a_real_downgrade_is_drift(pg: PgServer) -> None:
 
 def test_a_password_in_argv_is_refused(pg: PgServer) -> None:
     _, a = released(pg)
-    done = dbops("diff-schema", a, "env:A", env={"A": a})
+    done = run_dbops("diff-schema", a, "env:A", env={"A": a})
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: URL_A holds a password, which would be visible to every user")
     assert "admin-password" not in done.stderr
-    done = dbops("diff-schema", "env:NOPE", "env:A", env={"A": a})
+    done = run_dbops("diff-schema", "env:NOPE", "env:A", env={"A": a})
     assert done.returncode == 1 and done.stderr == "error: URL_A: the environment variable NOPE is not set\n"
+    # A password in the query string is no way around it.
+    host = a.split("@", 1)[1]
+    done = run_dbops("diff-schema", f"postgresql://someone@{host}?password=SECRET", "env:A", env={"A": a})
+    assert done.returncode == 1 and done.stdout == "" and "SECRET" not in done.stderr
+    assert done.stderr.startswith("error: URL_A: the database URL has a password query parameter; ")
