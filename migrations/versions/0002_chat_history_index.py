@@ -48,6 +48,8 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute(f"SET statement_timeout = '{BUILD_TIMEOUT}'")
         op.execute(f"SET lock_timeout = '{BUILD_TIMEOUT}'")
+        # One core for the build: parallel maintenance workers would take every core from the application's queries.
+        op.execute("SET max_parallel_maintenance_workers = 0")
         if _leftover_is_invalid():
             op.drop_index(INDEX, table_name="chat_messages", postgresql_concurrently=True, if_exists=True)
         op.create_index(
@@ -59,6 +61,7 @@ def upgrade() -> None:
         )
         op.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         op.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        op.execute("RESET max_parallel_maintenance_workers")
 
 
 def downgrade() -> None:

@@ -71,3 +71,6 @@ def test_the_concurrent_index_revision_holds_nothing_else() -> None:
     assert sql.rindex("COMMIT;", 0, build) > sql.rindex("BEGIN;", 0, build)
     assert sql.rindex("SET statement_timeout = '4h'", 0, build) > sql.rindex("COMMIT;", 0, build)
     assert f"SET statement_timeout = '{migrate.STATEMENT_TIMEOUT}'" in sql[build:]
+    # One core for the build, so the application's queries keep the others (bench figure 3), then back to normal.
+    assert sql.rindex("SET max_parallel_maintenance_workers = 0", 0, build) > sql.rindex("COMMIT;", 0, build)
+    assert "RESET max_parallel_maintenance_workers" in sql[build:]
