@@ -14,7 +14,8 @@ from dbops.names import SERVICE_ROLES, SERVICES
 from dbops.revisions import head_revision
 from dbops.urls import build_url
 
-# Each provider's module is imported only when its stack needs it: pulumi_gcp alone takes seconds to import.
+# Each provider's module is imported only when its stack needs it: the cloud SDKs are large (loading pulumi_aws.ec2
+# alone costs half a second, bench/RESULTS.md).
 CLUSTER_CLASSES: dict[Provider, tuple[str, str]] = {
     "aws": ("components.aws", "AwsCluster"),
     "gcp": ("components.gcp", "GcpCluster"),
@@ -43,7 +44,6 @@ def _secret(
 class PortableDatabase(pulumi.ComponentResource):
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gaia:index:PortableDatabase", name, None, opts)
-        self.settings = settings
 
         admin_password = _secret(f"{name}-admin-password", self, PASSWORD_LENGTH)
         role_secrets = {service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH) for service in SERVICES}
@@ -102,8 +102,7 @@ class PortableDatabase(pulumi.ComponentResource):
         self.release = Release(
             f"{name}-release",
             connection_url=connection_url,
-            endpoint=pulumi.Output.concat(cluster.host, ":", pulumi.Output.from_input(cluster.port).apply(str),
-                                          "/", cluster.database_name),
+            endpoint=pulumi.Output.concat(cluster.host, ":", cluster.port.apply(str), "/", cluster.database_name),
             environment=settings.environment,
             admin_email=settings.admin_email,
             role_passwords=self.role_passwords,
