@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 from typing import Any
 
 import pulumi
@@ -10,8 +10,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.cluster import DatabaseCluster, HostPort
-from components.settings import STORAGE_GB_RANGE, Settings
-from components.sizing import rds_instance_class
+from components.settings import Settings, SettingsError
+from components.sizing import max_connections_for, rds_class, storage_ceiling_gb
 from dbops.names import cloud_name
 
 ENGINE_MAJOR_VERSION = "16"  # pinned: a major upgrade is a deliberate change of this line, never a surprise
@@ -21,6 +21,12 @@ BACKUP_WINDOW = "03:00-04:00"
 MAINTENANCE_WINDOW = "sun:05:00-sun:06:00"
 LOG_EXPORTS = ["postgresql", "upgrade"]
 MIN_STORAGE_GB = 20
+MAX_STORAGE_GB = 65_536  # RDS for PostgreSQL's gp3 ceiling (64 TiB), for the allocation and for autoscaling alike
+# The RDS instance inputs whose change replaces the instance (schema ForceNew in terraform-provider-aws
+# internal/service/rds/instance.go, docs/lifecycle.md) that this program sets. The final-snapshot suffix is keyed on
+# them, so every instance generation leaves its own final snapshot and a second deletion never hits
+# DBSnapshotAlreadyExists.
+REPLACING_INPUTS = ("identifier", "engine", "db_name", "username", "storage_encrypted")
 
 # (name, value, apply method): static parameters only take effect on reboot, and AWS rejects "immediate" for them.
 PARAMETERS = [
@@ -42,15 +48,24 @@ class AwsCluster(DatabaseCluster):
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
 
         # The configured VPC, or the account's default VPC when none is named.
-        vpc = aws.ec2.get_vpc_output(
-            id=settings.aws.vpc_id, default=None if settings.aws.vpc_id else True,
-            opts=pulumi.InvokeOptions(parent=self),
-        )
+        # Plain invokes (they block until answered), so a network that cannot hold the database stops the program
+        # before anything is declared.
+        invoke = pulumi.InvokeOptions(parent=self)
+        vpc = aws.ec2.get_vpc(id=settings.aws.vpc_id, default=None if settings.aws.vpc_id else True, opts=invoke)
         vpc_id = vpc.id
-        subnet_ids: pulumi.Input[list[str]] = list(settings.aws.subnet_ids) or aws.ec2.get_subnets_output(
-            filters=vpc_id.apply(lambda v: [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[v])]),
-            opts=pulumi.InvokeOptions(parent=self),
-        ).ids
+        subnet_ids = list(settings.aws.subnet_ids) or list(aws.ec2.get_subnets(
+            filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])], opts=invoke,
+        ).ids)
+        # An RDS subnet group must cover at least two availability zones (DBSubnetGroupDoesNotCoverEnoughAZs).
+        zones = sorted({aws.ec2.get_subnet(id=subnet, opts=invoke).availability_zone for subnet in subnet_ids})
+        if len(zones) < 2:
+            key = "aws.subnetIds" if settings.aws.subnet_ids else "aws.vpcId"
+            value = list(subnet_ids) if settings.aws.subnet_ids else vpc_id
+            raise SettingsError(
+                f"gaia-db:{key} is {json.dumps(value)}, but its subnets lie in {len(zones)} availability zone(s) "
+                f"({', '.join(str(zone) for zone in zones) or 'none'}) and an RDS subnet group needs subnets in at "
+                "least two."
+            )
 
         # The groups are auto-named from their resource names: a change that replaces one (a new parameter group
         # family on a major upgrade, say) creates the new group before deleting the old, which a fixed name forbids.
@@ -60,7 +75,7 @@ class AwsCluster(DatabaseCluster):
         # Ingress only from what the stack names; with nothing named, only from inside the VPC itself.
         cidrs: pulumi.Input[list[str]] = list(settings.aws.allowed_cidrs)
         if not settings.aws.allowed_cidrs and not settings.aws.allowed_security_group_ids:
-            cidrs = vpc.cidr_block.apply(lambda block: [block])
+            cidrs = [vpc.cidr_block]
         security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             description=f"gaia-db {env}: PostgreSQL from allowed networks only",
@@ -77,26 +92,33 @@ class AwsCluster(DatabaseCluster):
             ],
             opts=child,
         )
+        # The smallest class meeting the size with room for every pool at its peak (settings checked it exists).
+        instance_class = rds_class(settings.size, production=settings.is_prod,
+                                   connections=settings.pool.connections_needed)
+        # Explicit, so the connection budget (README) holds whatever RDS's default formula does; static parameter.
+        max_connections = max_connections_for(instance_class.memory_mb)
         parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
             family=f"postgres{ENGINE_MAJOR_VERSION}",
             description=f"gaia-db {env}: TLS only, pg_stat_statements, slow-query log",
             parameters=[
                 aws.rds.ParameterGroupParameterArgs(name=key, value=value, apply_method=method)
-                for key, value, method in PARAMETERS
+                for key, value, method in [*PARAMETERS, ("max_connections", str(max_connections), "pending-reboot")]
             ],
             opts=child,
         )
 
-        instance_class = rds_instance_class(settings.size, production=settings.is_prod)
         # RDS for PostgreSQL on gp3 starts at 20 GiB; the dev tier's 10 GB is rounded up to it.
         storage = max(settings.size.storage_gb, MIN_STORAGE_GB)
+        # Storage autoscaling up to twice the allocation, at least 10 % above it (AWS's rule), never above RDS's
+        # 64 TiB; 0 turns autoscaling off where no such ceiling exists. The provider suppresses the diff of an
+        # autoscaled allocated_storage while autoscaling is on (instance.go, allocated_storage DiffSuppressFunc).
+        ceiling = storage_ceiling_gb(storage, MAX_STORAGE_GB)
+        tags = {**settings.tags, "project": "gaia-db", "environment": env}
         common: dict[str, Any] = dict(
-            instance_class=instance_class,
+            instance_class=instance_class.name,
             storage_type="gp3",
-            # The storage autoscaling ceiling: AWS wants it at least 10 % above the allocation.
-            max_allocated_storage=max(min(storage * 2, STORAGE_GB_RANGE[1]), math.ceil(storage * 1.1)),
-            storage_encrypted=True,
+            max_allocated_storage=ceiling or 0,
             publicly_accessible=False,
             vpc_security_group_ids=[security_group.id],
             parameter_group_name=parameter_group.name,
@@ -108,22 +130,30 @@ class AwsCluster(DatabaseCluster):
             enabled_cloudwatch_logs_exports=LOG_EXPORTS,
             maintenance_window=MAINTENANCE_WINDOW,
             copy_tags_to_snapshot=True,
-            tags={"project": "gaia-db", "environment": env},
+            tags=tags,
+        )
+        primary_inputs: dict[str, Any] = dict(
+            identifier=identifier,
+            engine="postgres",
+            db_name=settings.database_name,
+            username=f"gaia_{env}",
+            storage_encrypted=True,
         )
 
         final_snapshot: pulumi.Input[str] | None = None
         if env != "dev":
-            # Unique per instance, so deleting and recreating never collides with an older final snapshot.
-            suffix = random.RandomId(f"{name}-final-snapshot", byte_length=4, opts=child)
+            # One suffix per instance generation: the RandomId is replaced whenever an input that replaces the
+            # instance changes, so the replaced instance's final snapshot and the next one's never share a name.
+            suffix = random.RandomId(
+                f"{name}-final-snapshot", byte_length=4,
+                keepers={key: str(primary_inputs[key]) for key in REPLACING_INPUTS},
+                opts=child,
+            )
             final_snapshot = suffix.hex.apply(lambda hex_id: f"{identifier}-final-{hex_id}")
 
         self.primary = aws.rds.Instance(
             f"{name}-primary",
-            identifier=identifier,
-            engine="postgres",
             engine_version=ENGINE_MAJOR_VERSION,
-            db_name=settings.database_name,
-            username=f"gaia_{env}",
             password=admin_password,
             allocated_storage=storage,
             db_subnet_group_name=subnet_group.name,
@@ -132,6 +162,7 @@ class AwsCluster(DatabaseCluster):
             backup_window=BACKUP_WINDOW,
             skip_final_snapshot=final_snapshot is None,
             final_snapshot_identifier=final_snapshot,
+            **primary_inputs,
             **common,
             opts=stateful,
         )
@@ -140,6 +171,7 @@ class AwsCluster(DatabaseCluster):
                 f"{name}-replica-{index}",
                 identifier=f"{identifier}-replica-{index}",
                 replicate_source_db=self.primary.identifier,
+                storage_encrypted=True,
                 skip_final_snapshot=True,  # a replica's data is the primary's
                 **common,
                 opts=stateful,

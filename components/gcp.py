@@ -1,4 +1,14 @@
-"""Google Cloud SQL for PostgreSQL: primary, database, admin user and read replicas. Knows GCP and nothing else."""
+"""Google Cloud SQL for PostgreSQL: primary, database, admin user and read replicas. Knows GCP and nothing else.
+
+Day-two facts this file is built on (docs/lifecycle.md has the table, with the upstream source of each):
+- A grown disk is no change. `disk_size` is only the starting size: Cloud SQL grows the disk itself
+  (`disk_autoresize`, bounded by `disk_autoresize_limit`), and older providers turn the smaller declared size into a
+  replacement (terraform-provider-google `ForceNewIfChange("settings.0.disk_size", isDiskShrinkage)`, replaced by
+  `diskSizeCutomizeDiff` in 8f745c0c, #24399). So `settings.diskSize` is in `ignore_changes` on every instance.
+- Read replicas take no maintenance window (the API owns it; terraform-provider-google #7609, #7422).
+- The API refuses retained backups that do not exceed the transaction-log days ("backup retention should be >
+  transaction log retention", terraform-google-sql-db PR #785).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +19,30 @@ import pulumi_gcp as gcp
 
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings
-from components.sizing import cloudsql_tier
+from components.sizing import cloudsql_memory_mb, cloudsql_tier, max_connections_for, storage_ceiling_gb
 from dbops.names import cloud_name
 
 DATABASE_VERSION = "POSTGRES_16"
 # Pinned on primary and replicas alike: without it GCP picks the edition, and replicas must match their primary.
 EDITION = "ENTERPRISE"
 PORT = 5432
-MAX_LOG_DAYS = 7
+MAX_LOG_DAYS = 7  # Enterprise edition keeps at most 7 days of transaction logs
+MAX_STORAGE_GB = 65_536  # Cloud SQL's 64 TB
 BACKUP_START_UTC = "03:00"
 MAINTENANCE_WINDOW = gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(day=7, hour=5)  # Sunday 05:00 UTC
-FLAGS = [
-    gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_min_duration_statement", value="100"),
-]
+# How long the backup taken when an instance is deleted is kept (staging and prod).
+FINAL_BACKUP_RETENTION_DAYS = 30
+# Cloud SQL grows the disk itself; the declared size is where it starts (module docstring).
+DISK_SIZE_IGNORED = ["settings.diskSize"]
+SERVICE_NETWORKING = "servicenetworking.googleapis.com"
+
+
+def backup_days(retention_days: int) -> tuple[int, int]:
+    """(transaction-log days, retained daily backups) for a tier's retention: the logs cover the window (at most
+    the edition's 7 days), and one more backup than log days is kept, because the API wants retained backups >
+    log days and the oldest log needs the backup it starts from."""
+    log_days = min(retention_days, MAX_LOG_DAYS)
+    return log_days, max(retention_days, log_days + 1)
 
 
 class GcpCluster(DatabaseCluster):
@@ -32,7 +53,35 @@ class GcpCluster(DatabaseCluster):
         env = settings.environment
         instance_name = cloud_name(settings.provider, env)  # the seed's /cloudsql/project:region:gaia-<env>
         private_network = settings.gcp.private_network
-        stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
+        project, region = settings.gcp.project, settings.gcp.region
+        depends_on: list[pulumi.Resource] = []
+
+        if private_network and settings.gcp.private_services_access == "create":
+            # Private IP needs private services access on the VPC: a reserved range peered with Google's services.
+            peering_range = gcp.compute.GlobalAddress(
+                f"{name}-private-services-range",
+                project=project,
+                network=private_network,
+                purpose="VPC_PEERING",
+                address_type="INTERNAL",
+                prefix_length=16,
+                description=f"gaia-db {env}: private services access for Cloud SQL",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            depends_on.append(gcp.servicenetworking.Connection(
+                f"{name}-private-services",
+                network=private_network,
+                service=SERVICE_NETWORKING,
+                reserved_peering_ranges=[peering_range.name],
+                # Other services may come to share the peering: removing it from this stack leaves it in place.
+                deletion_policy="ABANDON",
+                opts=pulumi.ResourceOptions(parent=self),
+            ))
+
+        def instance_opts() -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self, protect=settings.is_prod, ignore_changes=DISK_SIZE_IGNORED, depends_on=depends_on,
+            )
 
         # No authorized networks ever: with a private network the instance has no public IP at all; without one,
         # its public IP admits only the Cloud SQL Auth Proxy / connectors (IAM-authorised), and TLS is mandatory.
@@ -42,29 +91,40 @@ class GcpCluster(DatabaseCluster):
             ssl_mode="ENCRYPTED_ONLY",
             authorized_networks=[],
         )
-        tier = cloudsql_tier(settings.size)
+        # The smallest tier meeting the size with room for every pool at its peak (settings checked it exists).
+        tier = cloudsql_tier(settings.size, connections=settings.pool.connections_needed)
+        flags = [
+            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_min_duration_statement", value="100"),
+            # Explicit, so the connection budget (README) holds: Cloud SQL's default is 100 on 3.75 GB.
+            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
+                name="max_connections", value=str(max_connections_for(cloudsql_memory_mb(tier)))
+            ),
+        ]
+        ceiling = storage_ceiling_gb(settings.size.storage_gb, MAX_STORAGE_GB)
         common: dict[str, Any] = dict(
             tier=tier,
             edition=EDITION,
             disk_type="PD_SSD",
             disk_size=settings.size.storage_gb,
             disk_autoresize=True,
+            disk_autoresize_limit=ceiling or MAX_STORAGE_GB,
             ip_configuration=ip_configuration,
-            database_flags=FLAGS,
+            database_flags=flags,
             insights_config=gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
                 query_insights_enabled=True, record_application_tags=True, record_client_address=True
             ),
-            maintenance_window=MAINTENANCE_WINDOW,
             deletion_protection_enabled=settings.is_prod,  # the API-level guard, besides Pulumi's below
-            user_labels={"project": "gaia-db", "environment": env},
+            user_labels={**settings.tags, "project": "gaia-db", "environment": env},
         )
         pitr = settings.point_in_time_recovery
+        log_days, retained_backups = backup_days(settings.backup_retention_days)
+        keeps_final_backup = env != "dev"
         self.primary = gcp.sql.DatabaseInstance(
             f"{name}-primary",
             name=instance_name,
             database_version=DATABASE_VERSION,
-            region=settings.gcp.region,
-            project=settings.gcp.project,
+            region=region,
+            project=project,
             deletion_protection=settings.is_prod,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 availability_type="REGIONAL" if settings.is_prod else "ZONAL",
@@ -72,15 +132,20 @@ class GcpCluster(DatabaseCluster):
                     enabled=True,
                     start_time=BACKUP_START_UTC,
                     point_in_time_recovery_enabled=pitr,
-                    # Enterprise edition keeps at most 7 days of logs; longer retentions keep daily backups only.
-                    transaction_log_retention_days=min(settings.backup_retention_days, MAX_LOG_DAYS) if pitr else None,
+                    transaction_log_retention_days=log_days,
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=settings.backup_retention_days, retention_unit="COUNT"
+                        retained_backups=retained_backups, retention_unit="COUNT"
                     ),
                 ),
+                maintenance_window=MAINTENANCE_WINDOW,  # the primary's only: replicas take none
+                # Deleting (or replacing) the instance keeps its backups and takes a last one (staging, prod).
+                retain_backups_on_delete=keeps_final_backup,
+                final_backup_config=gcp.sql.DatabaseInstanceSettingsFinalBackupConfigArgs(
+                    enabled=True, retention_days=FINAL_BACKUP_RETENTION_DAYS
+                ) if keeps_final_backup else None,
                 **common,
             ),
-            opts=stateful,
+            opts=instance_opts(),
         )
         self.replicas = [
             gcp.sql.DatabaseInstance(
@@ -88,27 +153,28 @@ class GcpCluster(DatabaseCluster):
                 name=f"{instance_name}-replica-{index}",
                 master_instance_name=self.primary.name,
                 database_version=DATABASE_VERSION,
-                region=settings.gcp.region,
-                project=settings.gcp.project,
+                region=region,
+                project=project,
                 deletion_protection=settings.is_prod,
                 replica_configuration=gcp.sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
                 settings=gcp.sql.DatabaseInstanceSettingsArgs(availability_type="ZONAL", **common),
-                opts=stateful,
+                opts=instance_opts(),
             )
             for index in range(1, settings.read_replicas + 1)
         ]
+        stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
         self.database = gcp.sql.Database(
             f"{name}-database",
             name=settings.database_name,
             instance=self.primary.name,
-            project=settings.gcp.project,
+            project=project,
             opts=stateful,
         )
         self.user = gcp.sql.User(
             f"{name}-admin",
             name=f"gaia_{env}",
             instance=self.primary.name,
-            project=settings.gcp.project,
+            project=project,
             password=admin_password,
             # Removing the user from the stack must not drop the login that owns roles and grants.
             deletion_policy="ABANDON",

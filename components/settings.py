@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,6 +38,8 @@ MEMORY_MB_RANGE = (256, 786_432)  # 768 GB: the largest class any of the three c
 STORAGE_GB_RANGE = (10, 65_536)  # RDS's 64 TiB ceiling
 POOL_SIZE_RANGE = (1, 500)
 POOL_OVERFLOW_RANGE = (0, 1000)
+POOL_INSTANCES_RANGE = (1, 100)  # how many instances (processes, machines) of each service hold a pool
+GCP_PRIVATE_SERVICES_ACCESS = ("create", "existing")
 DEFAULT_LOCAL_PORT = 54320  # clear of a system PostgreSQL on 5432
 # flyctl refuses WAL backups on machines under 512 MB (flypg/launcher.go, internal/command/postgres/postgres.go).
 FLY_WAL_BACKUP_MIN_MEMORY_MB = 512
@@ -47,6 +49,11 @@ DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{DOMAIN_LABEL}(?:\.{DOMAIN_LABEL})+$")
 FLY_REGION = re.compile(r"^[a-z]{3}$")
 FLY_ORG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# What both AWS tags and Cloud SQL user labels accept (labels are the stricter: lower case, at most 63 characters).
+TAG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+TAG_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+RESERVED_TAGS = ("project", "environment")
+MAX_TAGS = 40
 
 
 class SettingsError(pulumi.RunError):
@@ -57,6 +64,12 @@ class SettingsError(pulumi.RunError):
 class Pool:
     size: int
     max_overflow: int
+    instances: int = 1  # of each service, each with its own pool
+
+    @property
+    def connections_needed(self) -> int:
+        """Server connections at peak: every service's pool full on every instance, the release, reserved slots."""
+        return sizing.connections_needed(self.size, self.max_overflow, self.instances)
 
 
 @dataclass(frozen=True)
@@ -93,9 +106,13 @@ class AwsSettings:
 
 @dataclass(frozen=True)
 class GcpSettings:
-    project: str | None
-    region: str | None
+    project: str
+    region: str
     private_network: str | None
+    # Without a private network, prod refuses an instance reachable only through its public IP unless this is set.
+    allow_public_ip: bool = False
+    # "create": declare the VPC's private services access (a reserved range + the peering); "existing": it is there.
+    private_services_access: str = "create"
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,8 @@ class Settings:
     # Secrets stay Outputs from the moment they are read.
     fly_api_token: pulumi.Output[str] | None = None
     release_tunnel: ReleaseTunnel | None = None
+    # Extra tags (AWS) / user labels (GCP) on every database resource that takes them.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_prod(self) -> bool:
@@ -209,6 +228,14 @@ def _aws_id(kind: str) -> Callable[[str, Any], str]:
     return lambda key, value: _string(key, value, pattern, f"it must be an AWS id such as {kind}-0123abcd")
 
 
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    if not isinstance(value, bool):
+        raise _fail(key, value, "it must be true or false")
+    return value
+
+
 def _email(key: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 255 or not EMAIL.match(value):
         raise _fail(key, value, "it must be an e-mail address such as admin@dev.gaia.com (at most 255 characters)")
@@ -219,7 +246,7 @@ def _email(key: str, value: Any) -> str:
 
 KNOWN_KEYS = (
     "provider", "environment", "adminEmail", "size", "readReplicas", "backupRetentionDays", "pool", "databaseName",
-    "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl",
+    "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl", "tags",
 )
 
 
@@ -267,9 +294,10 @@ def parse_settings(
 
     pool = tier.pool
     if "pool" in raw:
-        obj = _object("pool", raw["pool"], ("size", "maxOverflow"))
+        obj = _object("pool", raw["pool"], ("size", "maxOverflow"), ("instances",))
         pool = Pool(_int("pool.size", obj["size"], POOL_SIZE_RANGE),
-                    _int("pool.maxOverflow", obj["maxOverflow"], POOL_OVERFLOW_RANGE))
+                    _int("pool.maxOverflow", obj["maxOverflow"], POOL_OVERFLOW_RANGE),
+                    _int("pool.instances", obj.get("instances", 1), POOL_INSTANCES_RANGE))
 
     read_replicas = _int("readReplicas", raw.get("readReplicas", tier.read_replicas), (0, MAX_READ_REPLICAS))
     retention = _int("backupRetentionDays", raw.get("backupRetentionDays", tier.backup_retention_days), RETENTION_DAYS)
@@ -325,23 +353,41 @@ def parse_settings(
             ),
         )
     elif provider == "gcp":
-        obj = _object("gcp", raw.get("gcp", {}), (), ("privateNetwork",))
+        obj = _object("gcp", raw.get("gcp", {}), (), ("privateNetwork", "allowPublicIp", "privateServicesAccess"))
         network = None
         if "privateNetwork" in obj:
             network = _string("gcp.privateNetwork", obj["privateNetwork"],
                               re.compile(r"^(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/global/networks/[^/]+$"),
                               "it must be a VPC network path such as projects/my-project/global/networks/default")
-        gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network)
+        allow_public_ip = _bool("gcp.allowPublicIp", obj.get("allowPublicIp", False))
+        access = _choice("gcp.privateServicesAccess", obj.get("privateServicesAccess", "create"),
+                         GCP_PRIVATE_SERVICES_ACCESS)
+        if "privateServicesAccess" in obj and network is None:
+            raise _fail("gcp.privateServicesAccess", access, "it only applies with gcp.privateNetwork set")
+        if environment == "prod" and network is None and not allow_public_ip:
+            raise SettingsError(
+                "gaia-db:gcp.privateNetwork is not set, but a prod instance reachable only through a public IP "
+                "needs gcp.allowPublicIp: true (the Auth Proxy / connectors then authorise every connection); "
+                "set one of them."
+            )
+        for key, value in (("gcp:project", gcp_project), ("gcp:region", gcp_region)):
+            if not value:
+                raise SettingsError(
+                    f"{key} is not set, but a gcp stack needs it; set it with `pulumi config set {key} VALUE`."
+                )
+        assert gcp_project is not None and gcp_region is not None
+        gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network,
+                          allow_public_ip=allow_public_ip, private_services_access=access)
     else:
         obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
         # Replicas listen on the next ports, so they must fit below 65536 too.
         port = _int("local.port", obj.get("port", DEFAULT_LOCAL_PORT), (1024, 65535 - read_replicas))
         local = LocalSettings(port=port, data_dir=_string("local.dataDir", obj.get("dataDir", f".gaia/{stack}")))
 
-    if "size" in raw:
-        _check_fits(provider, size, production=environment == "prod")
+    _check_fits(provider, size, pool, production=environment == "prod", custom_size="size" in raw)
 
     release_tunnel = _release_tunnel(raw["releaseUrl"]) if "releaseUrl" in raw else None
+    tags = _tags(raw.get("tags", {}))
 
     if provider != "fly" and fly_api_token is not None:
         raise SettingsError(f"gaia-db:flyApiToken is set, but this stack's provider is {provider}; remove it.")
@@ -364,22 +410,47 @@ def parse_settings(
         local=local,
         fly_api_token=fly_api_token,
         release_tunnel=release_tunnel,
+        tags=tags,
     )
 
 
-def _check_fits(provider: Provider, size: Size, *, production: bool) -> None:
-    """A custom size must map onto a class the provider really has (local runs whatever it is given)."""
+def _tags(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_TAGS:
+        raise _fail("tags", value, f"it must be an object of at most {MAX_TAGS} tags, name: value")
+    for key, item in value.items():
+        if not TAG_KEY.match(key) or key in RESERVED_TAGS:
+            raise _fail(f"tags.{key}", item, "a tag name must be lower-case letters, digits, _ or - (at most 63, "
+                        f"starting with a letter) and not {' or '.join(RESERVED_TAGS)}, which gaia-db sets")
+        if not isinstance(item, str) or not TAG_VALUE.match(item):
+            raise _fail(f"tags.{key}", item, "a tag value must be a string of lower-case letters, digits, _ or - "
+                        "(at most 63 characters)")
+    return dict(value)
+
+
+def _check_fits(provider: Provider, size: Size, pool: Pool, *, production: bool, custom_size: bool) -> None:
+    """The size must map onto a class the provider really has (local runs whatever it is given), and the pools'
+    peak connections must fit that class's max_connections (on AWS and GCP the class is chosen to give room)."""
+    needed = pool.connections_needed
     choose: dict[Provider, Callable[[], object]] = {
-        "aws": lambda: sizing.rds_instance_class(size, production=production),
-        "gcp": lambda: sizing.cloudsql_tier(size),
+        "aws": lambda: sizing.rds_instance_class(size, production=production, connections=needed),
+        "gcp": lambda: sizing.cloudsql_tier(size, connections=needed),
         "fly": lambda: sizing.fly_vm(size, production=production),
         "local": lambda: None,
     }
     try:
         choose[provider]()
     except sizing.SizingError as error:
-        size_json = {"cpus": size.cpus, "memoryMb": size.memory_mb, "storageGb": size.storage_gb}
-        raise _fail("size", size_json, f"{error} on {provider}") from None
+        if custom_size:
+            size_json = {"cpus": size.cpus, "memoryMb": size.memory_mb, "storageGb": size.storage_gb}
+            raise _fail("size", size_json, f"{error} on {provider}") from None
+        raise _pool_too_big(pool, f"{error} on {provider}") from None
+
+
+def _pool_too_big(pool: Pool, why: str) -> SettingsError:
+    pool_json = {"size": pool.size, "maxOverflow": pool.max_overflow, "instances": pool.instances}
+    return _fail("pool", pool_json, f"4 services x {pool.instances} instance(s) x {pool.size + pool.max_overflow} "
+                 f"connections + {sizing.RELEASE_CONNECTIONS + sizing.RESERVED_CONNECTIONS} for the release and "
+                 f"reserved slots need {pool.connections_needed}, and {why}")
 
 
 def _release_tunnel(value: Any) -> ReleaseTunnel:

@@ -49,16 +49,60 @@ class SizingError(ValueError):
     """No class of the provider meets the size; the message says what does exist."""
 
 
-def rds_instance_class(size: Size, *, production: bool) -> str:
-    """The first (cheapest) RDS class with at least the CPUs and memory; no burstable class in production."""
+def rds_class(size: Size, *, production: bool, connections: int = 0) -> InstanceClass:
+    """The first (cheapest) RDS class with at least the CPUs and memory, and memory for `connections` server
+    connections (`max_connections_for`); no burstable class in production."""
     for candidate in RDS_CLASSES:
         if candidate.burstable and production:
             continue
-        if candidate.cpus >= size.cpus and candidate.memory_mb >= size.memory_mb:
-            return candidate.name
+        if (candidate.cpus >= size.cpus and candidate.memory_mb >= size.memory_mb
+                and max_connections_for(candidate.memory_mb) >= connections):
+            return candidate
     raise SizingError(
-        f"no RDS instance class has {size.cpus} vCPUs and {size.memory_mb} MB (the largest: 96 vCPUs, 768 GB)"
+        f"no RDS instance class has {size.cpus} vCPUs, {size.memory_mb} MB and room for {connections} connections "
+        "(the largest: 96 vCPUs, 768 GB)"
     )
+
+
+def rds_instance_class(size: Size, *, production: bool, connections: int = 0) -> str:
+    return rds_class(size, production=production, connections=connections).name
+
+
+# --- connections ---
+# RDS's own default is max_connections = LEAST(DBInstanceClassMemory/9531392, 5000) (RDS User Guide, "Maximum
+# number of database connections"). We set max_connections explicitly to that formula on the class's nominal memory,
+# on both clouds, so a class's connection room is known before deploy (Cloud SQL's defaults are far lower:
+# 100 connections for 3.75 GB). PostgreSQL's own ceiling is 262143; 5000 is RDS's.
+BYTES_PER_CONNECTION = 9_531_392
+MAX_CONNECTIONS_CEILING = 5000
+# superuser_reserved_connections (3) + the providers' own agents and an operator's psql / monitoring.
+RESERVED_CONNECTIONS = 10
+# The release: one session for migrations and roles, one polling the advisory lock.
+RELEASE_CONNECTIONS = 2
+SERVICE_COUNT = 4  # analytics, chat, assets, auth
+
+
+def max_connections_for(memory_mb: int) -> int:
+    """The max_connections gaia-db sets for an instance with this much memory (RDS's default formula)."""
+    return min(memory_mb * 1024 * 1024 // BYTES_PER_CONNECTION, MAX_CONNECTIONS_CEILING)
+
+
+def connections_needed(pool_size: int, max_overflow: int, instances: int) -> int:
+    """Every service at its pool's peak on every instance, plus the release and the reserved slots."""
+    return SERVICE_COUNT * instances * (pool_size + max_overflow) + RELEASE_CONNECTIONS + RESERVED_CONNECTIONS
+
+
+def cloudsql_memory_mb(tier: str) -> int:
+    return int(tier.rsplit("-", 1)[1])
+
+
+def storage_ceiling_gb(storage_gb: int, limit_gb: int) -> int | None:
+    """How far storage autoscaling may grow: twice the allocation, never above the cloud's limit, and (AWS's rule)
+    at least 10 % above the allocation; None when no such ceiling fits under the limit (autoscaling off)."""
+    floor = math.ceil(storage_gb * 1.1)
+    if floor > limit_gb:
+        return None
+    return min(max(storage_gb * 2, floor), limit_gb)
 
 
 # Cloud SQL Enterprise custom machine types: 1 or an even number of vCPUs up to 96; memory a multiple of 256 MB,
@@ -72,12 +116,16 @@ def _round_up(value: float, step: int) -> int:
     return int(math.ceil(value / step) * step)
 
 
-def cloudsql_tier(size: Size) -> str:
-    """The smallest `db-custom-<cpus>-<memoryMb>` tier meeting the size (shared-core tiers give under one vCPU)."""
+def cloudsql_tier(size: Size, connections: int = 0) -> str:
+    """The smallest `db-custom-<cpus>-<memoryMb>` tier meeting the size and with memory for `connections`
+    (`max_connections_for`); shared-core tiers give under one vCPU."""
+    connection_mb = math.ceil(connections * BYTES_PER_CONNECTION / (1024 * 1024))
+    if connections > MAX_CONNECTIONS_CEILING:
+        raise SizingError(f"no Cloud SQL tier is given more than {MAX_CONNECTIONS_CEILING} connections by gaia-db")
     cpus = size.cpus if size.cpus == 1 else size.cpus + size.cpus % 2
     while cpus <= CLOUDSQL_MAX_CPUS:
         memory = _round_up(
-            max(size.memory_mb, CLOUDSQL_MIN_MEMORY_MB, 0.9 * MB_PER_GB * cpus), CLOUDSQL_MEMORY_STEP_MB
+            max(size.memory_mb, connection_mb, CLOUDSQL_MIN_MEMORY_MB, 0.9 * MB_PER_GB * cpus), CLOUDSQL_MEMORY_STEP_MB
         )
         if memory <= 6.5 * MB_PER_GB * cpus:
             return f"db-custom-{cpus}-{memory}"

@@ -7,6 +7,7 @@ secretness. Nothing here talks to a cloud or to the Pulumi CLI.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import runpy
@@ -41,6 +42,8 @@ class Declared:
     dependencies: list[str]
     additional_secret_outputs: list[str]
     custom: bool
+    ignore_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)  # what a component registered
     secret_outputs: set[str] = field(default_factory=set)
 
@@ -80,6 +83,13 @@ def _secret_paths(struct: Any) -> set[str]:
     return {key for key, value in as_dict.items() if SECRET_SIG in json.dumps(value)}
 
 
+# The default VPC's subnets and the ones tests name, each pair in two zones as a real subnet group needs.
+SUBNET_ZONES = {
+    "subnet-0aaaaaaaaaaaaaaaa": "us-west-2a", "subnet-0bbbbbbbbbbbbbbbb": "us-west-2b",
+    "subnet-0123abcd": "us-west-2a", "subnet-4567abcd": "us-west-2b",
+}
+
+
 class FakeCloud(mocks.Mocks):
     """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`.
 
@@ -87,9 +97,12 @@ class FakeCloud(mocks.Mocks):
     when given, is what the Fly cluster script printed (a test that ran it), instead of a made-up summary.
     """
 
-    def __init__(self, passwords: Mapping[str, str] | None = None, cluster_stdout: str | None = None) -> None:
+    def __init__(self, passwords: Mapping[str, str] | None = None, cluster_stdout: str | None = None,
+                 subnet_zones: Mapping[str, str] | None = None) -> None:
         self.passwords = dict(passwords or {})
         self.cluster_stdout = cluster_stdout
+        # subnet id -> availability zone; an unlisted subnet lies in a zone derived from its id.
+        self.subnet_zones = {**SUBNET_ZONES, **(subnet_zones or {})}
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -100,7 +113,9 @@ class FakeCloud(mocks.Mocks):
             chosen = [value for suffix, value in self.passwords.items() if args.name.endswith(suffix)]
             outputs["result"] = chosen[0] if chosen else f"pw-{args.name}-" + "x" * 8
         elif args.typ == "random:index/randomId:RandomId":
-            outputs["hex"] = "0a1b2c3d"
+            # A new id for new keepers, as a replaced RandomId would have.
+            keepers = json.dumps(unwrap(args.inputs.get("keepers") or {}), sort_keys=True)
+            outputs["hex"] = hashlib.sha256(keepers.encode()).hexdigest()[:8]
         elif args.typ == "aws:rds/instance:Instance":
             outputs.update(address=f"{name}.c0ffee.us-west-2.rds.amazonaws.com", port=5432,
                            dbName=args.inputs.get("dbName"), username=args.inputs.get("username"))
@@ -123,6 +138,11 @@ class FakeCloud(mocks.Mocks):
             return {"id": args.args.get("id") or "vpc-0default00000000", "cidrBlock": "172.31.0.0/16"}
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]}
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            subnet = args.args["id"]
+            derived = "us-west-2" + "abc"[int(hashlib.sha256(subnet.encode()).hexdigest(), 16) % 3]
+            zone = self.subnet_zones.get(subnet) or derived
+            return {"id": subnet, "availabilityZone": zone}
         return {}
 
 
@@ -146,6 +166,8 @@ class RecordingMonitor(mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     custom=request.custom,
+                    ignore_changes=list(request.ignoreChanges),
+                    delete_before_replace=request.deleteBeforeReplace,
                 )
             )
         return response
@@ -181,6 +203,12 @@ def provider_config(stack: str, provider: str, **extra: Any) -> dict[str, Any]:
             overrides[f"gaia-db:{section}"] = None
     if provider == "fly":
         overrides["gaia-db:flyApiToken"] = "fly-api-token-value"  # real stacks set it with `config set --secret`
+    if provider == "gcp":
+        # A gcp stack names its project and region in the gcp provider's own config.
+        overrides.update({"gcp:project": "gaia-project", "gcp:region": "us-west1"})
+        if stack == "prod":
+            # prod refuses a public-IP-only instance unless the stack opts in (or names a private network).
+            overrides["gaia-db:gcp"] = {"allowPublicIp": True}
     overrides.update({f"gaia-db:{key}": value for key, value in extra.items()})
     return stack_config(stack, overrides)
 

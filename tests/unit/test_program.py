@@ -6,6 +6,8 @@ checked for their names, values and secretness.
 
 from __future__ import annotations
 
+import re
+
 import pulumi
 import pytest
 from program import Declared, Evaluation, evaluate, provider_config, run_error, stack_config
@@ -108,7 +110,8 @@ def test_rds_primary_has_the_tier_and_every_safety_setting(env: str) -> None:
     primary = ev.one(RDS, "primary")
     i = primary.inputs
     assert i["engine"] == "postgres" and i["engineVersion"] == "16" and i["allowMajorVersionUpgrade"] is False
-    assert i["instanceClass"] == rds_instance_class(tier.size, production=prod)
+    assert i["instanceClass"] == rds_instance_class(tier.size, production=prod,
+                                                    connections=tier.pool.connections_needed)
     # RDS for PostgreSQL on gp3 starts at 20 GiB, above the dev tier's 10 GB.
     assert i["allocatedStorage"] == max(tier.size.storage_gb, 20)
     assert i["storageType"] == "gp3" and i["maxAllocatedStorage"] >= 1.1 * i["allocatedStorage"]
@@ -123,7 +126,8 @@ def test_rds_primary_has_the_tier_and_every_safety_setting(env: str) -> None:
         assert i["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in i
     else:
         assert i["skipFinalSnapshot"] is False
-        assert i["finalSnapshotIdentifier"] == f"gaia-{env}-final-0a1b2c3d"  # unique: a RandomId per instance
+        # Unique per instance generation: a RandomId keyed on every input that replaces the instance.
+        assert re.fullmatch(rf"gaia-{env}-final-[0-9a-f]{{8}}", i["finalSnapshotIdentifier"])
     assert primary.protect is prod
 
 
@@ -150,6 +154,7 @@ def test_rds_parameter_group_forces_tls_and_loads_pg_stat_statements() -> None:
         "rds.force_ssl": ("1", "immediate"),
         "shared_preload_libraries": ("pg_stat_statements", "pending-reboot"),  # static: needs a reboot
         "log_min_duration_statement": ("100", "immediate"),
+        "max_connections": ("225", "pending-reboot"),  # db.t4g.small's 2 GiB / 9531392 bytes: static, so reboot
     }
 
 
@@ -185,14 +190,15 @@ def test_cloudsql_primary_has_the_tier_backups_and_tls(env: str) -> None:
     primary = next(r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" not in r.inputs)
     i, s = primary.inputs, primary.inputs["settings"]
     assert i["databaseVersion"] == "POSTGRES_16" and i["name"] == f"gaia-{env}"
-    assert s["edition"] == "ENTERPRISE" and s["tier"] == cloudsql_tier(tier.size)
+    assert s["edition"] == "ENTERPRISE" and s["tier"] == cloudsql_tier(tier.size, tier.pool.connections_needed)
     assert s["diskSize"] == tier.size.storage_gb and s["diskAutoresize"] is True
     backup = s["backupConfiguration"]
     assert backup["enabled"] is True
     assert backup["pointInTimeRecoveryEnabled"] is (env != "dev")
-    assert backup.get("transactionLogRetentionDays") == {"dev": None, "staging": 3, "prod": 7}[env]
+    # The API wants retained backups > log days: one more daily backup than the window's log days.
+    assert backup["transactionLogRetentionDays"] == {"dev": 1, "staging": 3, "prod": 7}[env]
     retention = backup["backupRetentionSettings"]
-    assert retention == {"retainedBackups": tier.backup_retention_days, "retentionUnit": "COUNT"}
+    assert retention == {"retainedBackups": {"dev": 2, "staging": 4, "prod": 8}[env], "retentionUnit": "COUNT"}
     ip = s["ipConfiguration"]
     assert ip["sslMode"] == "ENCRYPTED_ONLY" and not ip.get("authorizedNetworks") and ip["ipv4Enabled"] is True
     assert {"name": "log_min_duration_statement", "value": "100"} in s["databaseFlags"]
@@ -258,7 +264,7 @@ def test_cloudsql_keeps_at_most_seven_days_of_logs_for_a_longer_retention() -> N
     primary = next(r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" not in r.inputs)
     backup = primary.inputs["settings"]["backupConfiguration"]
     assert backup["transactionLogRetentionDays"] == 7
-    assert backup["backupRetentionSettings"]["retainedBackups"] == 14
+    assert backup["backupRetentionSettings"]["retainedBackups"] == 14  # already more than the 7 log days
 
 
 def test_rds_groups_are_auto_named_so_a_replacement_can_create_before_delete() -> None:

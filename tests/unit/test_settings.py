@@ -28,6 +28,9 @@ def base(provider: str = "aws", **extra: Any) -> dict[str, Any]:
 def parse(raw: dict[str, Any], stack: str = "dev", **kwargs: Any):  # type: ignore[no-untyped-def]
     if raw.get("provider") == "fly" and "fly_api_token" not in kwargs:
         kwargs["fly_api_token"] = token()
+    if raw.get("provider") == "gcp":
+        kwargs.setdefault("gcp_project", "gaia-project")
+        kwargs.setdefault("gcp_region", "us-west1")
     return parse_settings(raw, stack=stack, **kwargs)
 
 
