@@ -54,8 +54,13 @@ def cmd_release(args: argparse.Namespace) -> int:
         admin_api_key=_env("GAIA_DB_ADMIN_API_KEY"),
         wait_seconds=args.wait,
         progress=_progress,
+        rotate_passwords=args.rotate_passwords,
     )
-    output: dict[str, object] = {"revision": result.revision, "serviceUrls": result.service_urls}
+    output: dict[str, object] = {
+        "revision": result.revision,
+        "serviceUrls": result.service_urls,
+        "passwordsChanged": list(result.passwords_changed),
+    }
     if result.admin_api_key is not None:
         output["adminApiKey"] = result.admin_api_key
     print(json.dumps(output))
@@ -226,7 +231,9 @@ def parser() -> argparse.ArgumentParser:
         "release",
         help="bring DATABASE_URL to the current schema, roles and admin seed; print JSON",
         description="Reads DATABASE_URL, GAIA_DB_ROLE_PASSWORDS (JSON) and GAIA_DB_ADMIN_API_KEY from the "
-        "environment; missing passwords and key are generated. Prints {revision, serviceUrls[, adminApiKey]}.",
+        "environment. A missing password is generated only for a role that does not exist yet (an existing role "
+        "keeps its password unless --rotate-passwords); a missing key only when there is no active one. Prints "
+        "{revision, serviceUrls (the services whose password it set), passwordsChanged[, adminApiKey]}.",
     )
     rel.add_argument("--environment", required=True, choices=ENVIRONMENTS)
     rel.add_argument("--admin-email", required=True)
@@ -236,6 +243,12 @@ def parser() -> argparse.ArgumentParser:
         default=RELEASE_WAIT_SECONDS,
         metavar="SECONDS",
         help=f"how long to wait for the database to accept connections (default {RELEASE_WAIT_SECONDS:g})",
+    )
+    rel.add_argument(
+        "--rotate-passwords",
+        action="store_true",
+        help="generate a new password for every existing service role not given one in GAIA_DB_ROLE_PASSWORDS "
+        "(its old URL stops working)",
     )
     rel.set_defaults(handler=cmd_release)
 

@@ -29,6 +29,9 @@ class ReleaseResult:
     # The plaintext admin API key, only when this release generated it (otherwise the caller already has it).
     admin_api_key: str | None = field(repr=False)
     applied: tuple[str, ...] = ()  # revisions this release applied, oldest first
+    # Services whose password this release set (generated for a new role or on rotation, or given), in SERVICES order.
+    # A service missing here kept its password, and its URL is missing from service_urls (this release never saw it).
+    passwords_changed: tuple[str, ...] = ()
 
 
 def _check_secret(what: str, value: str) -> str:
@@ -37,8 +40,8 @@ def _check_secret(what: str, value: str) -> str:
     return value
 
 
-def resolve_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
-    """Every service's password: the ones given (validated), the missing ones generated."""
+def check_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
+    """The passwords given (validated); a service given None or left out has none."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(SERVICES))
     if unknown:
@@ -47,12 +50,22 @@ def resolve_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
     for service in SERVICES:
         value = given.get(service)
         if value is None:
-            resolved[service] = secrets.token_urlsafe(32)
-        elif isinstance(value, str):
+            continue
+        if isinstance(value, str):
             resolved[service] = _check_secret(f"the {service} role password", value)
         else:
             raise DbopsError(f"the {service} role password must be a string")
     return resolved
+
+
+def resolve_passwords(given: Mapping[str, str], existing: frozenset[str], *, rotate: bool) -> dict[str, str]:
+    """The passwords to set: the given ones, and a new one for each other service whose role cannot log in yet (or
+    every other service with `rotate`). A service missing from the result keeps the password its role has."""
+    return {
+        service: given[service] if service in given else secrets.token_urlsafe(32)
+        for service in SERVICES
+        if service in given or rotate or service not in existing
+    }
 
 
 def validate(environment: str, admin_email: str) -> None:
@@ -84,16 +97,18 @@ def release(
     admin_api_key: str | None = None,
     wait_seconds: float = RELEASE_WAIT_SECONDS,
     progress: Callable[[str], None] | None = None,
+    rotate_passwords: bool = False,
 ) -> ReleaseResult:
     """Bring the database at `database_url` (an admin login) to head, the role matrix and the admin seed.
 
-    Safe to run again and concurrently (one release at a time per database). Missing role passwords and a missing
-    admin key are generated; an existing active admin key is kept when none is given.
+    Safe to run again and concurrently (one release at a time per database). A missing role password is generated
+    only for a role that cannot log in yet (new), or for every role with `rotate_passwords`; otherwise the role keeps
+    its password. A missing admin key is generated only when there is no active one.
     """
     say = progress or (lambda _message: None)
     target = parse_url(database_url)
     validate(environment, admin_email)
-    passwords = resolve_passwords(role_passwords)
+    given = check_passwords(role_passwords)
     if admin_api_key is not None:
         _check_secret("the admin API key", admin_api_key)
 
@@ -104,6 +119,7 @@ def release(
                 conn.execute(statement)  # constant SQL
         with locking.release_lock(conn, progress=say):
             with _step("preparing roles"), conn.transaction():
+                passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)
             applied = migrate.upgrade(database_url, wait_seconds=wait_seconds, progress=say)
             # Passwords, grants and seed in one transaction: all or nothing.
@@ -114,13 +130,17 @@ def release(
             with _step("reading the schema revision"):
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     revision = str(row[0]) if row else ""
+    kept = [service for service in SERVICES if service not in passwords]
+    if kept:
+        say(f"passwords kept (not shown): {', '.join(kept)}; give them in GAIA_DB_ROLE_PASSWORDS to get their URLs")
     say(f"done: revision {revision}")
     return ReleaseResult(
         revision=revision,
         service_urls={
-            service: with_credentials(database_url, user=SERVICE_ROLES[service], password=passwords[service])
-            for service in SERVICES
+            service: with_credentials(database_url, user=SERVICE_ROLES[service], password=password)
+            for service, password in passwords.items()
         },
         admin_api_key=generated_key,
         applied=tuple(applied),
+        passwords_changed=tuple(passwords),
     )

@@ -22,7 +22,7 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
     first = run_dbops(*release_args(), env=release_env(postgres_scheme, PASSWORDS))
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
-    assert set(out) == {"revision", "serviceUrls", "adminApiKey"}
+    assert set(out) == {"revision", "serviceUrls", "passwordsChanged", "adminApiKey"}
     assert out["revision"] == HEAD
     assert set(out["serviceUrls"]) == set(SERVICES)
     for service, url in out["serviceUrls"].items():
@@ -40,7 +40,7 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
     for key in (None, ADMIN_KEY):
         again = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS, key))
         assert again.returncode == 0, again.stderr
-        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls"}
+        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls", "passwordsChanged"}
     assert query(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == [(seed.key_hash(ADMIN_KEY),)]
 
 

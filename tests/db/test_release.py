@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import psycopg
 import pytest
-from cli_runner import Background
+from cli_runner import Background, run_dbops
 from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, REVISIONS, query, release_args, release_env
 from pgserver import PgServer, free_port, wait_until
 
@@ -17,6 +18,7 @@ from dbops import locking, seed
 from dbops.errors import DbopsError
 from dbops.names import SERVICES
 from dbops.release import ReleaseResult, release
+from dbops.urls import with_credentials
 
 ACTIVE_KEYS = "SELECT key_hash, name, permissions FROM api_keys WHERE is_active ORDER BY key_hash"
 
@@ -53,9 +55,21 @@ def test_a_new_key_deactivates_the_old_one_and_no_key_keeps_the_active_one(relea
     assert query(url, ACTIVE_KEYS) == [(seed.key_hash(new_key), "Admin Key", {"admin": True})]
 
 
-def test_missing_secrets_are_generated(admin_url: str) -> None:
+@pytest.fixture(scope="module")
+def fresh_cluster() -> Iterator[PgServer]:
+    """A cluster of its own: roles are cluster-wide, and these tests need the service roles not to exist yet."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServer) -> None:
+    _, admin_url = fresh_cluster.create_database()
     result = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
     assert result.admin_api_key is not None and len(result.admin_api_key) >= 40
+    assert result.passwords_changed == SERVICES
     assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(result.admin_api_key), "Admin Key", {"admin": True})]
     for service in SERVICES:
         with psycopg.connect(result.service_urls[service]) as conn:
@@ -63,12 +77,48 @@ def test_missing_secrets_are_generated(admin_url: str) -> None:
     secrets = [result.admin_api_key, *result.service_urls.values()]
     assert all(secret not in repr(result) for secret in secrets)
 
-    # Generated passwords rotate on every release: the old URLs stop working, the new ones work.
-    again = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
-    assert again.admin_api_key is None  # an active admin key exists; it is kept, not replaced
+    # Finding 3: an existing role's password is never rotated silently: not when none is given, not for a null one.
+    lines: list[str] = []
+    for given in (None, {"chat": None}):
+        again = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, role_passwords=given,
+                        progress=lines.append)
+        assert again.admin_api_key is None  # an active admin key exists; it is kept, not replaced
+        assert again.passwords_changed == () and again.service_urls == {}
+        for service in SERVICES:
+            psycopg.connect(result.service_urls[service]).close()  # the old URLs still work
+    assert "passwords kept (not shown): analytics, chat, assets, auth; " in "\n".join(lines)
+
+    # A given password is set; only that one changes.
+    given = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, role_passwords={"chat": "new-chat-pw"})
+    assert given.passwords_changed == ("chat",) and set(given.service_urls) == {"chat"}
+    psycopg.connect(given.service_urls["chat"]).close()
+    psycopg.connect(result.service_urls["auth"]).close()
+
+    # Rotation is explicit: every service not given one gets a new password, and the old URLs stop working.
+    rotated = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, rotate_passwords=True)
+    assert rotated.passwords_changed == SERVICES
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(result.service_urls["chat"]).close()
-    psycopg.connect(again.service_urls["chat"]).close()
+        psycopg.connect(result.service_urls["auth"]).close()
+    for url in rotated.service_urls.values():
+        psycopg.connect(url).close()
+
+
+def test_the_cli_keeps_existing_passwords_and_says_which_changed(fresh_cluster: PgServer) -> None:
+    _, admin_url = fresh_cluster.create_database()
+    first = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["passwordsChanged"] == list(SERVICES)
+    kept = run_dbops(*release_args(), env=release_env(admin_url))
+    assert kept.returncode == 0, kept.stderr
+    out = json.loads(kept.stdout)
+    assert out["passwordsChanged"] == [] and out["serviceUrls"] == {}
+    for service in SERVICES:
+        with_login = with_credentials(admin_url, user=f"gaia_{service}", password=PASSWORDS[service])
+        psycopg.connect(with_login).close()
+    rotated = run_dbops(*release_args("dev", ADMIN_EMAIL, "--rotate-passwords"),
+                        env=release_env(admin_url, {"auth": PASSWORDS["auth"]}))
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["passwordsChanged"] == list(SERVICES)
 
 
 def test_service_urls_keep_host_port_database_and_sslmode(admin_url: str) -> None:
