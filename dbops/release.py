@@ -121,6 +121,8 @@ def release(
             with _step("preparing roles"), conn.transaction():
                 passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)
+                for change in roles.reconcile_roles(conn):
+                    say(f"role reconciled: {change}")
             applied = migrate.upgrade(database_url, wait_seconds=wait_seconds, progress=say)
             # Passwords, grants and seed in one transaction: all or nothing.
             with _step("granting privileges and seeding the admin"), conn.transaction():

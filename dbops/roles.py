@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import psycopg
 from psycopg import sql
 
+from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE, SERVICE_ROLES
 
 READ = ("SELECT",)
@@ -31,6 +32,16 @@ HIDDEN_COLUMNS: dict[str, dict[str, frozenset[str]]] = {"analytics": {"api_keys"
 # rule is set as default privileges, so a table is covered from the moment a migration creates it.
 READS_NEW_TABLES = ("analytics",)
 KNOWN_TABLES = frozenset(table for row in MATRIX.values() for table in row)
+WRITES = "INSERT"  # a service that may insert into a table may draw from that table's sequences
+
+# Memberships a managed role may hold: the clouds' IAM login roles (kept where IAM auth put them). A service's second
+# login (`gaia_chat_alt`) is a member *of* the service role, which is also kept. Every other membership is revoked.
+IAM_LOGIN_ROLES = frozenset({"rds_iam", "cloudsqliamuser"})
+SECOND_LOGIN_SUFFIX = "_alt"
+# Every service session ends a transaction left idle this long: an idle transaction stalls an online index build.
+SERVICE_SETTINGS = {"idle_in_transaction_session_timeout": "1min"}
+# Attributes no managed role may have, and the attributes each managed role must have exactly.
+FORBIDDEN_ATTRIBUTES = {"rolsuper": "SUPERUSER", "rolbypassrls": "BYPASSRLS", "rolreplication": "REPLICATION"}
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -63,6 +74,96 @@ def _create_role_if_missing(conn: Conn, role: str) -> None:
     )
 
 
+def login_services(conn: Conn) -> frozenset[str]:
+    """The services whose role exists and can log in (so it has a password in use)."""
+    by_role = {role: service for service, role in SERVICE_ROLES.items()}
+    rows = conn.execute(
+        "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s) AND rolcanlogin", (list(by_role),)
+    ).fetchall()
+    return frozenset(by_role[str(row[0])] for row in rows)
+
+
+def _savepoint(conn: Conn, statement: sql.Composable, role: str, what: str) -> None:
+    """Run one reconciling statement; a privilege the admin lacks becomes one sentence (the transaction is rolled
+    back by the caller, so the release changes nothing)."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.FeatureNotSupported) as exc:
+        admin = conn.info.user
+        raise DbopsError(
+            f"role {role} has {what}, which the admin {admin} may not remove ({exc.diag.message_primary}); have a "
+            f"superuser remove it (e.g. {_remedy(role, what)}) and run the release again; nothing was changed"
+        ) from None
+
+
+def _remedy(role: str, what: str) -> str:
+    if what.startswith("membership in "):
+        return f"REVOKE {what.removeprefix('membership in ')} FROM {role}"
+    return f"ALTER ROLE {role} NO{what}"
+
+
+def reconcile_roles(conn: Conn) -> list[str]:
+    """Bring every managed role (the owner and the services) to DESIGN.md's attributes and memberships.
+
+    Run in a transaction before anything else changes: when the admin may not remove something (a non-superuser
+    cannot clear SUPERUSER, nor BYPASSRLS / REPLICATION unless PostgreSQL lets it), this raises one sentence naming the
+    role and the attribute, and the caller's rollback leaves everything as it was. Returns what it changed.
+    """
+    managed = [OWNER_ROLE, *SERVICE_ROLES.values()]
+    changed: list[str] = []
+    rows = conn.execute(
+        "SELECT rolname, rolsuper, rolbypassrls, rolreplication, rolcreatedb, rolcreaterole, rolinherit, rolcanlogin "
+        "FROM pg_catalog.pg_roles WHERE rolname = ANY(%s) ORDER BY rolname",
+        (managed,),
+    ).fetchall()
+    for name, is_super, bypassrls, replication, createdb, createrole, inherit, canlogin in rows:
+        role = str(name)
+        present = {"rolsuper": is_super, "rolbypassrls": bypassrls, "rolreplication": replication}
+        for column, attribute in FORBIDDEN_ATTRIBUTES.items():
+            if present[column]:
+                _savepoint(conn, sql.SQL("ALTER ROLE {} WITH NO" + attribute).format(_ident(role)), role, attribute)
+                changed.append(f"{role} NO{attribute}")
+        wanted = ["NOCREATEDB"] if createdb else []
+        wanted += ["NOCREATEROLE"] if createrole else []
+        wanted += [] if inherit else ["INHERIT"]
+        wanted += ["NOLOGIN"] if role == OWNER_ROLE and canlogin else []
+        if wanted:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH " + " ".join(wanted)).format(_ident(role)))
+            changed.append(f"{role} {' '.join(wanted)}")
+    # Memberships held by a managed role that the design does not give it.
+    stray = conn.execute(
+        "SELECT r.rolname, m.rolname, g.rolname FROM pg_catalog.pg_auth_members a "
+        "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
+        "LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantor "
+        "WHERE m.rolname = ANY(%s) AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) ORDER BY 2, 1",
+        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES)),
+    ).fetchall()
+    for granted, member, grantor in stray:
+        revoke = sql.SQL("REVOKE {} FROM {}").format(_ident(str(granted)), _ident(str(member)))
+        if conn.info.server_version >= 160000 and grantor is not None:
+            revoke = sql.SQL("{} GRANTED BY {}").format(revoke, _ident(str(grantor)))
+        _savepoint(conn, revoke, str(member), f"membership in {granted}")
+        changed.append(f"{member} no longer in {granted}")
+    left = conn.execute(
+        "SELECT r.rolname, m.rolname FROM pg_catalog.pg_auth_members a JOIN pg_catalog.pg_roles r ON r.oid = a.roleid "
+        "JOIN pg_catalog.pg_roles m ON m.oid = a.member WHERE m.rolname = ANY(%s) "
+        "AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) LIMIT 1",
+        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES)),
+    ).fetchone()
+    if left is not None:
+        raise DbopsError(
+            f"role {left[1]} is still a member of {left[0]} after the release revoked it (another grantor's grant); "
+            f"have a superuser run REVOKE {left[0]} FROM {left[1]} and run the release again; nothing was changed"
+        )
+    for role in SERVICE_ROLES.values():
+        for setting, value in SERVICE_SETTINGS.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(_ident(role), _ident(setting), sql.Literal(value))
+            )
+    return changed
+
+
 def ensure_roles(conn: Conn) -> None:
     """Before migrating: roles exist, the admin may act as the owner, schema and default privileges are set.
 
@@ -78,7 +179,8 @@ def ensure_roles(conn: Conn) -> None:
     conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(owner))
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(everyone))
     database = _ident(str(conn.info.dbname))
-    conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(database))
+    # Only the managed roles (and the database's owner, whose rights are its own) may connect.
+    conn.execute(sql.SQL("REVOKE TEMPORARY, CONNECT ON DATABASE {} FROM PUBLIC").format(database))
     conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, everyone))
     # Default privileges: reset, then grant exactly what READS_NEW_TABLES says.
     conn.execute(
@@ -88,6 +190,18 @@ def ensure_roles(conn: Conn) -> None:
     )
     conn.execute(
         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(
+            owner, _roles(READS_NEW_TABLES)
+        )
+    )
+    # Sequences likewise: readers of new tables may read their sequences; a writer gets USAGE on the sequences of the
+    # tables it may insert into from `apply_grants`, which runs after every migration.
+    conn.execute(
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {}").format(
+            owner, everyone
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON SEQUENCES TO {}").format(
             owner, _roles(READS_NEW_TABLES)
         )
     )
@@ -144,6 +258,34 @@ def apply_grants(conn: Conn) -> None:
                     sql.SQL(", ").join(_ident(c) for c in columns), target, _ident(role)
                 )
             )
+    apply_sequence_grants(conn)
+
+
+def apply_sequence_grants(conn: Conn) -> None:
+    """Every sequence the owner has in public: USAGE and SELECT for the services that may insert into its table (so
+    `serial` / `bigserial` defaults work), SELECT for readers of new tables; nothing for anyone else."""
+    sequences = conn.execute(
+        "SELECT s.relname, t.relname FROM pg_catalog.pg_class s "
+        "LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid "
+        "AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+        "LEFT JOIN pg_catalog.pg_class t ON t.oid = d.refobjid "
+        "WHERE s.relkind = 'S' AND s.relnamespace = 'public'::regnamespace "
+        "AND s.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) ORDER BY s.relname",
+        (OWNER_ROLE,),
+    ).fetchall()
+    everyone = _roles(list(SERVICE_ROLES))
+    for sequence, table in sequences:
+        target = sql.SQL("public.{}").format(_ident(str(sequence)))
+        conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(target, everyone))
+        for service, role in SERVICE_ROLES.items():
+            table_privileges = privileges(service, str(table)) if table is not None else ()
+            if WRITES in table_privileges:
+                granted = sql.SQL("USAGE, SELECT")
+            elif service in READS_NEW_TABLES:
+                granted = sql.SQL("SELECT")
+            else:
+                continue
+            conn.execute(sql.SQL("GRANT {} ON SEQUENCE {} TO {}").format(granted, target, _ident(role)))
 
 
 def set_passwords(conn: Conn, passwords: Mapping[str, str]) -> None:

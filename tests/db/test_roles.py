@@ -22,6 +22,7 @@ from dbhelpers import (
 from matrix import ALLOWED, Conn, allowed, insert_sample_rows, statements
 from pgserver import PgServer
 
+from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE, SERVICES
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
@@ -129,3 +130,104 @@ def test_a_table_added_by_a_later_migration_follows_the_matrix(admin_url: str, t
             assert allowed(conn, "SELECT * FROM feedback") is (service == "analytics")
             for write in ("INSERT INTO feedback (body) VALUES ('x')", "DELETE FROM feedback", "TRUNCATE feedback"):
                 assert not allowed(conn, write)
+
+
+def _membership(url: str, role: str, of: str) -> bool:
+    return bool(query(url, "SELECT pg_has_role(%s, %s, 'MEMBER')", (role, of))[0][0])
+
+
+def test_the_release_reconciles_planted_memberships_attributes_and_connect(
+    pg: PgServer, superuser: psycopg.Connection[tuple[object, ...]], released: tuple[str, ReleaseResult]
+) -> None:
+    """Finding 4: stray memberships and attributes go, designed ones stay; only managed roles may connect."""
+    url, result = released
+    dbname = url.rsplit("/", 1)[1]
+    superuser.execute("DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    superuser.execute("DROP ROLE IF EXISTS stranger")
+    superuser.execute("CREATE ROLE stranger LOGIN PASSWORD 'stranger-pw'")
+    plant = [
+        f"GRANT {OWNER_ROLE} TO gaia_chat",
+        "GRANT pg_write_all_data TO gaia_analytics",
+        "GRANT gaia_auth TO gaia_assets",
+        "GRANT rds_iam TO gaia_chat",  # a cloud's IAM login role: designed, kept
+        "ALTER ROLE gaia_assets CREATEDB CREATEROLE NOINHERIT",
+        f"ALTER ROLE {OWNER_ROLE} LOGIN",
+        "ALTER ROLE gaia_auth RESET ALL",
+    ]
+    try:
+        for statement in plant:
+            superuser.execute(statement)  # type: ignore[arg-type]
+        lines: list[str] = []
+        release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, progress=lines.append)
+        assert not _membership(url, "gaia_chat", OWNER_ROLE)
+        assert not _membership(url, "gaia_analytics", "pg_write_all_data")
+        assert not _membership(url, "gaia_assets", "gaia_auth")
+        assert _membership(url, "gaia_chat", "rds_iam")
+        assert query(
+            url, "SELECT rolcreatedb, rolcreaterole, rolinherit FROM pg_roles WHERE rolname = 'gaia_assets'"
+        ) == [(False, False, True)]
+        assert query(url, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)) == [(False,)]
+        assert "role reconciled: gaia_chat no longer in gaia_owner" in lines
+        for service in SERVICES:
+            with psycopg.connect(result.service_urls[service]) as conn:
+                assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(pg.url("stranger", "stranger-pw", dbname)).close()
+    finally:
+        superuser.execute("REVOKE rds_iam FROM gaia_chat")
+        superuser.execute("DROP ROLE stranger")
+        for statement in (f"REVOKE {OWNER_ROLE} FROM gaia_chat", "REVOKE pg_write_all_data FROM gaia_analytics",
+                          "REVOKE gaia_auth FROM gaia_assets"):
+            superuser.execute(statement)  # type: ignore[arg-type]
+        superuser.execute(f"ALTER ROLE {OWNER_ROLE} NOLOGIN")
+
+
+@pytest.mark.parametrize("attribute", ["BYPASSRLS", "REPLICATION", "SUPERUSER"])
+def test_an_attribute_the_admin_cannot_clear_stops_the_release_and_changes_nothing(
+    pg: PgServer, superuser: psycopg.Connection[tuple[object, ...]], released: tuple[str, ReleaseResult],
+    attribute: str,
+) -> None:
+    url, _ = released
+    dbname = url.rsplit("/", 1)[1]
+    try:
+        superuser.execute(f"ALTER ROLE gaia_assets {attribute}")  # type: ignore[arg-type]
+        superuser.execute(f"GRANT {OWNER_ROLE} TO gaia_chat")  # type: ignore[arg-type]
+        with pytest.raises(DbopsError) as caught:
+            release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+        message = str(caught.value)
+        assert message.startswith(f"role gaia_assets has {attribute}, which the admin admin_")
+        assert f"ALTER ROLE gaia_assets NO{attribute}" in message and message.endswith("nothing was changed")
+        assert _membership(url, "gaia_chat", OWNER_ROLE)  # nothing was changed
+        # A superuser admin (the local stack's and Fly's shape) clears it.
+        release(pg.url(dbname=dbname), environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+        column = {"BYPASSRLS": "rolbypassrls", "REPLICATION": "rolreplication", "SUPERUSER": "rolsuper"}[attribute]
+        assert query(url, f"SELECT {column} FROM pg_roles WHERE rolname = 'gaia_assets'") == [(False,)]
+        assert not _membership(url, "gaia_chat", OWNER_ROLE)
+    finally:
+        superuser.execute(f"ALTER ROLE gaia_assets NO{attribute}")  # type: ignore[arg-type]
+        superuser.execute(f"REVOKE {OWNER_ROLE} FROM gaia_chat")  # type: ignore[arg-type]
+
+
+def test_a_serial_column_added_by_a_later_migration_can_be_written_by_its_writer(admin_url: str, tmp_path: Path) -> None:
+    """Finding 5: sequences follow the table's writers (and new sequences the default privileges)."""
+    later = revision_source(
+        "0003_chat_seq", HEAD, "chat sequence numbers",
+        "ALTER TABLE chat_messages ADD COLUMN seq bigserial\nCREATE TABLE feedback (id bigserial PRIMARY KEY, body text)",
+    )
+    project = project_copy(tmp_path, {"0003_chat_seq.py": later})
+    done = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS), cwd=project)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        insert_sample_rows(conn)
+    logins = {s: with_credentials(admin_url, user=f"gaia_{s}", password=PASSWORDS[s]) for s in SERVICES}
+    with psycopg.connect(logins["chat"], autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO chat_messages (user_id, conversation_id, role, content) "
+            "SELECT user_id, conversation_id, role, 'again' FROM chat_messages LIMIT 1"
+        )
+        assert not allowed(conn, "SELECT nextval('feedback_id_seq')")
+    with psycopg.connect(logins["analytics"], autocommit=True) as conn:
+        assert not allowed(conn, "SELECT nextval('chat_messages_seq_seq')")
+        assert allowed(conn, "SELECT last_value FROM feedback_id_seq")
+    with psycopg.connect(logins["assets"], autocommit=True) as conn:
+        assert not allowed(conn, "SELECT nextval('chat_messages_seq_seq')")
