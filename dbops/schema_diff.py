@@ -102,6 +102,23 @@ def _describe(kind: str, row: tuple[Any, ...]) -> Any:
     return row[1]
 
 
+def read_snapshot(conn: psycopg.Connection[Any], label: str) -> Snapshot:
+    """The schema as `conn` sees it, read in the caller's transaction (so one consistent view when it is one).
+
+    The caller sets `search_path = pg_catalog`, so `pg_get_*` output qualifies every non-catalog name.
+    """
+    revision = None
+    if conn.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL").fetchone() == (True,):
+        row = conn.execute("SELECT string_agg(version_num, ',') FROM public.alembic_version").fetchone()
+        revision = str(row[0]) if row and row[0] else None
+    snap = Snapshot(label=label, revision=revision)
+    for kind, query in QUERIES.items():
+        snap.objects[kind] = {str(row[0]): _describe(kind, row) for row in conn.execute(query)}
+    for name in IGNORED_EXTENSIONS:
+        snap.objects["extension"].pop(name, None)
+    return snap
+
+
 def snapshot(url: str, *, wait_seconds: float = 10.0) -> Snapshot:
     target = parse_url(url)
     label = f"database {target.database} at {target.location}"
@@ -109,22 +126,11 @@ def snapshot(url: str, *, wait_seconds: float = 10.0) -> Snapshot:
         with connect(url, wait_seconds=wait_seconds) as conn:
             conn.execute("SET statement_timeout = '60s'")
             conn.execute("SET search_path = pg_catalog")  # pg_get_* output qualifies every non-catalog name
-            revision = None
-            if conn.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL").fetchone() == (True,):
-                row = conn.execute("SELECT string_agg(version_num, ',') FROM public.alembic_version").fetchone()
-                revision = str(row[0]) if row and row[0] else None
-            snap = Snapshot(label=label, revision=revision)
-            for kind, query in QUERIES.items():
-                snap.objects[kind] = {
-                    str(row[0]): _describe(kind, row) for row in conn.execute(query)
-                }
-            for name in IGNORED_EXTENSIONS:
-                snap.objects["extension"].pop(name, None)
+            return read_snapshot(conn, label)
     except psycopg.Error as exc:
         raise DbopsError(
             f"reading the schema of {label} failed: {exc.diag.message_primary or type(exc).__name__}"
         ) from None
-    return snap
 
 
 def _short(value: Any) -> str:
@@ -133,25 +139,27 @@ def _short(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def compare(a: Snapshot, b: Snapshot) -> list[Difference]:
+def compare(a: Snapshot, b: Snapshot, *, names: tuple[str, str] = ("A", "B")) -> list[Difference]:
+    """Every difference from `a` to `b`; `names` are how the lines call the two sides."""
+    na, nb = names
     diffs: list[Difference] = []
     if a.revision != b.revision:
-        diffs.append(Difference("revision", "alembic_version", f"A is at {a.revision or 'no revision'}, "
-                                                               f"B at {b.revision or 'no revision'}"))
+        diffs.append(Difference("revision", "alembic_version", f"{na} is at {a.revision or 'no revision'}, "
+                                                               f"{nb} at {b.revision or 'no revision'}"))
     for kind in KINDS:
         left, right = a.objects.get(kind, {}), b.objects.get(kind, {})
         for name in sorted(set(left) | set(right)):
             if name not in right:
-                diffs.append(Difference(kind, name, f"only in A ({_short(left[name])})"))
+                diffs.append(Difference(kind, name, f"only in {na} ({_short(left[name])})"))
             elif name not in left:
-                diffs.append(Difference(kind, name, f"only in B ({_short(right[name])})"))
+                diffs.append(Difference(kind, name, f"only in {nb} ({_short(right[name])})"))
             elif left[name] != right[name]:
                 if isinstance(left[name], dict):
-                    parts = [f"{key} {left[name][key]!s} in A, {right[name][key]!s} in B"
+                    parts = [f"{key} {left[name][key]!s} in {na}, {right[name][key]!s} in {nb}"
                              for key in left[name] if left[name][key] != right[name].get(key)]
                     diffs.append(Difference(kind, name, "; ".join(parts)))
                 else:
-                    diffs.append(Difference(kind, name, f"A: {_short(left[name])} | B: {_short(right[name])}"))
+                    diffs.append(Difference(kind, name, f"{na}: {_short(left[name])} | {nb}: {_short(right[name])}"))
     return diffs
 
 
