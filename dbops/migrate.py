@@ -60,19 +60,22 @@ def describe(revision: str) -> str:
     return f"{revision} ({script.doc})" if script is not None and script.doc else revision
 
 
-def open_migration_session(url: str, *, wait_seconds: float) -> psycopg.Connection[tuple[object, ...]]:
+def open_migration_session(
+    url: str, *, wait_seconds: float, as_owner: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
     """A connection set up for migrating: session timeouts and `SET ROLE` to the owner, outside any transaction.
 
-    The settings are issued in autocommit so a later rollback cannot undo them.
+    The settings are issued in autocommit so a later rollback cannot undo them. `as_owner=False` stays the login
+    user (adoption, which runs before the owner role may exist).
     """
     conn = connect(url, wait_seconds=wait_seconds, autocommit=True)
     try:
-        for statement in MIGRATION_SETTINGS:
+        for statement in MIGRATION_SETTINGS if as_owner else SESSION_SETTINGS:
             conn.execute(statement)  # constant SQL
     except psycopg.Error as exc:
         conn.close()
         raise DbopsError(
-            f"could not switch to the owner role {OWNER_ROLE} ({_primary(exc)}); "
+            f"could not switch to the owner role {OWNER_ROLE} ({primary_reason(exc)}); "
             "run `python -m dbops release`, which creates it, before migrating"
         ) from None
     conn.autocommit = False
@@ -80,18 +83,18 @@ def open_migration_session(url: str, *, wait_seconds: float) -> psycopg.Connecti
 
 
 @contextmanager
-def migration_connection(url: str, *, wait_seconds: float) -> Iterator[Connection]:
+def migration_connection(url: str, *, wait_seconds: float, as_owner: bool = True) -> Iterator[Connection]:
     """A SQLAlchemy connection on a migration session, for Alembic."""
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: open_migration_session(url, wait_seconds=wait_seconds),
+        creator=lambda: open_migration_session(url, wait_seconds=wait_seconds, as_owner=as_owner),
         poolclass=NullPool,
     )
     try:
         try:
             conn = engine.connect()  # SQLAlchemy's first connect also queries the server (version, settings)
         except SQLAlchemyError as exc:
-            raise DbopsError(f"opening the migration session failed: {_primary(exc)}") from None
+            raise DbopsError(f"opening the migration session failed: {primary_reason(exc)}") from None
         with conn:
             yield conn
     finally:
@@ -103,11 +106,11 @@ def current_revision(conn: Connection) -> str | None:
         revision = MigrationContext.configure(conn).get_current_revision()
         conn.rollback()  # end the autobegun transaction, so Alembic opens one per revision
     except (SQLAlchemyError, psycopg.Error) as exc:
-        raise DbopsError(f"reading the schema revision (alembic_version) failed: {_primary(exc)}") from None
+        raise DbopsError(f"reading the schema revision (alembic_version) failed: {primary_reason(exc)}") from None
     return revision
 
 
-def _primary(exc: BaseException) -> str:
+def primary_reason(exc: BaseException) -> str:
     """The server's one-line reason (never the statement, which could hold a literal)."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(orig, psycopg.Error) and orig.diag.message_primary:
@@ -167,9 +170,11 @@ def upgrade(
         except (SQLAlchemyError, psycopg.Error) as exc:
             failed = plan[len(applied)] if len(applied) < len(plan) else plan[-1]
             stays = applied[-1] if applied else current
+            # Without a revision the database is not necessarily empty (a seed-made one that adoption refused is
+            # full): say what is recorded, not what is there.
+            stays_at = f"stays at revision {stays}" if stays else "records no revision (nothing of it was applied)"
             raise DbopsError(
-                f"migration {describe(failed)} failed: {_primary(exc)}; "
-                f"the database stays at revision {stays or 'base (empty)'}"
+                f"migration {describe(failed)} failed: {primary_reason(exc)}; the database {stays_at}"
             ) from None
     return applied
 
@@ -183,4 +188,4 @@ def downgrade(url: str, *, target: str, wait_seconds: float = 30.0) -> None:
         try:
             command.downgrade(config, target)
         except (SQLAlchemyError, psycopg.Error) as exc:
-            raise DbopsError(f"downgrade to {target} failed: {_primary(exc)}") from None
+            raise DbopsError(f"downgrade to {target} failed: {primary_reason(exc)}") from None
