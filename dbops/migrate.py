@@ -165,6 +165,7 @@ def upgrade(
             progress(f"upgrading from {current or 'base'}: {', '.join(plan)}")
         config.attributes["connection"] = conn
         config.attributes["on_version_apply"] = on_apply
+        config.attributes["progress"] = progress  # revisions that wait (dbops.online) say what for
         try:
             command.upgrade(config, target)
         except (SQLAlchemyError, psycopg.Error) as exc:

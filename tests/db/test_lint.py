@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from dbhelpers import HEAD, REVISIONS
 
-from dbops import migrate
+from dbops import migrate, online
 
 SQUAWK = str(Path(sys.executable).parent / "squawk")
 
@@ -71,6 +71,9 @@ def test_the_concurrent_index_revision_holds_nothing_else() -> None:
     assert sql.rindex("COMMIT;", 0, build) > sql.rindex("BEGIN;", 0, build)
     assert sql.rindex("SET statement_timeout = '4h'", 0, build) > sql.rindex("COMMIT;", 0, build)
     assert f"SET statement_timeout = '{migrate.STATEMENT_TIMEOUT}'" in sql[build:]
+    # Finding 2: the build's lock waits stay short (and are retried online); only the statement gets 4 h.
+    assert sql.rindex(f"SET lock_timeout = '{online.BUILD_LOCK_TIMEOUT}'", 0, build) > sql.rindex("COMMIT;", 0, build)
+    assert "SET lock_timeout = '4h'" not in sql
     # One core for the build, so the application's queries keep the others (bench figure 3), then back to normal.
     assert sql.rindex("SET max_parallel_maintenance_workers = 0", 0, build) > sql.rindex("COMMIT;", 0, build)
     assert "RESET max_parallel_maintenance_workers" in sql[build:]
