@@ -41,7 +41,7 @@ from psycopg import sql
 from dbops import roles
 from dbops.connect import connect
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, OWNER_ROLE, cloud_name
+from dbops.names import ENVIRONMENTS, OWNER_ROLE, PROVIDERS, cloud_name
 from dbops.urls import parse_url, with_database, without_password
 
 Progress = Callable[[str], None]
@@ -56,6 +56,12 @@ DUMP_MAGIC = b"PGDMP"
 # instance identifiers, Cloud SQL instance ids and Fly app names alike).
 TARGET_NAME = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]$")
 DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Extensions that hold no data and only a superuser may create (monitoring): a restore by a non-superuser admin goes on
+# without them, and says so. Every other extension the archive has is created by the admin (trusted extensions, or the
+# clouds' allow-listed ones for rds_superuser / cloudsqlsuperuser) or the restore is refused.
+OPTIONAL_EXTENSIONS = frozenset({"pg_stat_statements"})
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)")
+_EXTENSION_COMMENT = re.compile(r"^\d+; \d+ \d+ COMMENT - EXTENSION (\S+)")
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -110,6 +116,7 @@ def restore_command(provider: str, environment: str, target: str, at: str | None
     source = cloud_name(provider, environment)
     if target == source or target.startswith(f"{source}-replica-"):
         raise DbopsError(f"target {target!r} names the existing database; restores go into a new instance")
+    check_cloud_target(target)
     when = parse_utc_time(at) if at is not None else None
     if provider == "fly":
         # flyctl backup.go `restore <destination-app-name>`: --restore-target-time, --restore-target-name, ...
@@ -126,6 +133,32 @@ def restore_command(provider: str, environment: str, target: str, at: str | None
     if provider == "gcp":
         return ["gcloud", "sql", "instances", "clone", source, target, *([f"--point-in-time={when}"] if when else [])]
     raise DbopsError(f"provider {provider!r} has no cloud restore; use one of {', '.join(CLOUD_PROVIDERS)}")
+
+
+def check_cloud_target(target: str) -> None:
+    """Refuse a restore target that is, or could become, an environment's cluster (or replica) on any provider: a
+    deploy of that environment would adopt the restored copy as its database."""
+    for environment in ENVIRONMENTS:
+        for provider in PROVIDERS:
+            if provider == "local":
+                continue
+            cluster = cloud_name(provider, environment)
+            if target == cluster or target.startswith(f"{cluster}-replica-"):
+                raise DbopsError(
+                    f"target {target!r} is the name the {environment} stack gives its {provider} database, so a deploy "
+                    f"of {environment} would adopt the restored copy; choose another name, e.g. {cluster}-restore"
+                )
+
+
+def check_restore_target(dump_file: Path, new_database: str) -> None:
+    """What a pg_restore restore checks before it does anything (the dry run too)."""
+    if not DATABASE_NAME.fullmatch(new_database):
+        raise DbopsError(f"database name {new_database!r} is not a lower-case identifier of at most 63 characters")
+    if not dump_file.is_file():
+        raise DbopsError(f"{dump_file} is not a file")
+    with dump_file.open("rb") as f:
+        if f.read(len(DUMP_MAGIC)) != DUMP_MAGIC:
+            raise DbopsError(f"{dump_file} is not a pg_dump custom-format archive (made by `dbops backup`)")
 
 
 def run_command(argv: list[str], provider: str, *, dry_run: bool, progress: Progress,
@@ -236,15 +269,10 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
     """
     say = progress or (lambda _m: None)
     server = parse_url(url)
-    if not DATABASE_NAME.fullmatch(new_database):
-        raise DbopsError(f"database name {new_database!r} is not a lower-case identifier of at most 63 characters")
-    if not dump_file.is_file():
-        raise DbopsError(f"{dump_file} is not a file")
-    with dump_file.open("rb") as f:
-        if f.read(len(DUMP_MAGIC)) != DUMP_MAGIC:
-            raise DbopsError(f"{dump_file} is not a pg_dump custom-format archive (made by `dbops backup`)")
+    check_restore_target(dump_file, new_database)
     pg_restore = client_binary("pg_restore")
-    gaia_owned = _owned_by_gaia(pg_restore, dump_file, url)  # also refuses an archive whose contents are unreadable
+    contents = _archive_list(pg_restore, dump_file, url)  # also refuses an archive whose contents are unreadable
+    gaia_owned = _owned_by_gaia(contents)
     with connect(url, wait_seconds=10) as conn:
         exists = conn.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (new_database,))
         if exists.fetchone() == (True,):
@@ -253,7 +281,8 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
                 "database, choose another name"
             )
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(new_database)))
+            # From template0: whatever was added to template1 on this server must not come along (nor collide).
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(new_database)))
         except psycopg.errors.DuplicateDatabase:
             raise DbopsError(
                 f"database {new_database!r} was just created by someone else; choose another name"
@@ -268,12 +297,21 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
         new_url = with_database(url, new_database)
         if gaia_owned and not no_owner:
             _prepare_gaia_roles(new_url, new_database)
-        argv = [pg_restore, "--exit-on-error", "--single-transaction", "--no-password",
+        # The archive's extensions are created here, as the admin may; their entries are left out of pg_restore's
+        # list (CREATE EXTENSION and its COMMENT need a superuser where the extension is not trusted).
+        _create_extensions(new_url, new_database, contents, say)
+        use_list = Path(tempfile.mkstemp(prefix=".gaia-restore-", suffix=".list")[1])
+        use_list.write_text("".join(f"{line}\n" for line in contents
+                                    if not (_EXTENSION_ENTRY.match(line) or _EXTENSION_COMMENT.match(line))))
+        argv = [pg_restore, "--exit-on-error", "--single-transaction", "--no-password", f"--use-list={use_list}",
                 f"--dbname={without_password(url, new_database)}"]
         argv += ["--no-owner"] if no_owner else []
         argv += ["--no-acl"] if no_acl else []
-        completed = subprocess.run([*argv, str(dump_file)], env=_tool_env(url), capture_output=True, text=True,
-                                   check=False)
+        try:
+            completed = subprocess.run([*argv, str(dump_file)], env=_tool_env(url), capture_output=True, text=True,
+                                       check=False)
+        finally:
+            use_list.unlink(missing_ok=True)
         if completed.returncode != 0:
             reason = _tool_error("pg_restore", completed.stderr)
             hint = ""
@@ -314,13 +352,39 @@ def _prepare_gaia_roles(new_url: str, new_database: str) -> None:
                          f"{exc.diag.message_primary or type(exc).__name__}") from None
 
 
-def _owned_by_gaia(pg_restore: str, dump_file: Path, url: str) -> bool:
-    """Whether the archive's table of contents names the gaia-db owner role as an owner."""
+def _archive_list(pg_restore: str, dump_file: Path, url: str) -> list[str]:
+    """The archive's table of contents (`pg_restore --list`), one entry a line."""
     listed = subprocess.run([pg_restore, "--list", str(dump_file)], env=_tool_env(url),
                             capture_output=True, text=True, check=False)
     if listed.returncode != 0:
         raise DbopsError(_tool_error("pg_restore", listed.stderr) + f"; {dump_file} is truncated or damaged")
-    return any(line.split()[-1:] == [OWNER_ROLE] for line in listed.stdout.splitlines() if not line.startswith(";"))
+    return listed.stdout.splitlines()
+
+
+def _owned_by_gaia(contents: list[str]) -> bool:
+    """Whether the archive's table of contents names the gaia-db owner role as an owner."""
+    return any(line.split()[-1:] == [OWNER_ROLE] for line in contents if not line.startswith(";"))
+
+
+def _create_extensions(new_url: str, new_database: str, contents: list[str], say: Progress) -> None:
+    names = [m.group(1) for line in contents if (m := _EXTENSION_ENTRY.match(line))]
+    if not names:
+        return
+    with connect(new_url, wait_seconds=10) as conn:
+        for name in names:
+            try:
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+            except psycopg.Error as exc:
+                reason = exc.diag.message_primary or type(exc).__name__
+                if name in OPTIONAL_EXTENSIONS:
+                    say(f"extension {name} left out of {new_database}: {reason}; it holds no data (a superuser can "
+                        f"add it later with CREATE EXTENSION {name})")
+                    continue
+                raise DbopsError(
+                    f"the archive needs extension {name}, which this login may not create in {new_database} "
+                    f"({reason}); enable it on the server (allow-list it, or have a superuser create it in template1) "
+                    "and restore again"
+                ) from None
 
 
 def _drop_quietly(url: str, database: str) -> bool:

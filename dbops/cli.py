@@ -123,7 +123,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dbops import backup
-    from dbops.urls import without_password
+    from dbops.urls import parse_url, without_password
 
     if args.provider in backup.CLOUD_PROVIDERS:
         if args.file is not None or args.database is not None:
@@ -138,8 +138,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.target is not None or args.time is not None:
         raise DbopsError("--target and --time are for cloud restores (--provider fly|aws|gcp)")
     url = _database_url()
+    parse_url(url)  # a malformed URL first, as the real run reports it
+    backup.check_restore_target(Path(args.file), args.database)  # the dry run refuses what the real run refuses
     if args.dry_run:
-        print(f"CREATE DATABASE {args.database}; pg_restore --exit-on-error --single-transaction "
+        print(f"CREATE DATABASE {args.database} TEMPLATE template0; pg_restore --exit-on-error --single-transaction "
               f"--dbname={without_password(url, args.database)} {args.file}")
         return 0
     result = backup.restore(url, Path(args.file), args.database, no_owner=args.no_owner, no_acl=args.no_acl,

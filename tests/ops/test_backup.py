@@ -372,3 +372,70 @@ def test_missing_cli_is_one_sentence(clouds: tuple[dict[str, str], Path], tmp_pa
     assert error_line(done.stderr) == (
         "error: `gcloud` is not on PATH; install the Google Cloud CLI and log in, or use --dry-run")
     assert calls(state) == []
+
+
+def test_a_dump_with_the_providers_extensions_restores_as_the_non_superuser_admin(
+    pg: PgServer, admin_url: str, tmp_path: Path, made: list[str]
+) -> None:
+    """Finding 1: the local stack (and Fly) install pg_stat_statements, which only a superuser may create; a trusted
+    extension (pgcrypto) is created by the admin itself. The restore drill passes as the admin login."""
+    made.append("ext_restored")
+    dbname = admin_url.rsplit("/", 1)[1]
+    pg.execute("CREATE EXTENSION pg_stat_statements", dbname=dbname)  # as local/create.sh does, as the superuser
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pgcrypto")  # trusted: the admin may
+    fill(admin_url)
+    archive = tmp_path / "ext.dump"
+    backup.dump(admin_url, archive)
+    lines: list[str] = []
+    restored = backup.restore(admin_url, archive, "ext_restored", progress=lines.append)
+    assert restored["tables"] == len(fingerprint(admin_url))
+    assert fingerprint(admin_url.rsplit("/", 1)[0] + "/ext_restored") == fingerprint(admin_url)
+    with psycopg.connect(pg.url(dbname="ext_restored"), autocommit=True) as conn:
+        assert [r[0] for r in conn.execute("SELECT extname FROM pg_extension ORDER BY 1")] == ["pgcrypto", "plpgsql"]
+    assert any(line.startswith("extension pg_stat_statements left out of ext_restored: permission denied") for line in
+               lines), lines
+    # The same restore through the CLI, with and without --no-owner --no-acl.
+    for extra, name in (([], "ext_cli"), (["--no-owner", "--no-acl"], "ext_cli_plain")):
+        made.append(name)
+        done = run_dbops("restore", str(archive), "--database", name, *extra, env={"DATABASE_URL": admin_url})
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_restore_target_is_made_from_template0(pg: PgServer, admin_url: str, tmp_path: Path,
+                                                   made: list[str]) -> None:
+    """Finding 6: whatever someone added to template1 does not come along into a restored database."""
+    made.append("t0_restored")
+    fill(admin_url)
+    archive = tmp_path / "t0.dump"
+    backup.dump(admin_url, archive)
+    pg.execute("CREATE TABLE template1_junk (id int)", dbname="template1")
+    try:
+        backup.restore(admin_url, archive, "t0_restored")
+    finally:
+        pg.execute("DROP TABLE template1_junk", dbname="template1")
+    with psycopg.connect(pg.url(dbname="t0_restored"), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.template1_junk')").fetchone() == (None,)
+
+
+def test_a_dry_run_refuses_what_the_real_run_refuses(admin_url: str, tmp_path: Path) -> None:
+    """Finding 10, pg_restore side: the plan is printed only for a restore that would be attempted."""
+    not_an_archive = tmp_path / "x.dump"
+    not_an_archive.write_text("hello")
+    cases = [
+        (["--database", "Bad-Name"], "error: database name 'Bad-Name' is not a lower-case identifier"),
+        (["--database", "fine"], f"error: {not_an_archive} is not a pg_dump custom-format archive"),
+    ]
+    for args, message in cases:
+        done = run_dbops("restore", str(not_an_archive), *args, "--dry-run", env={"DATABASE_URL": admin_url})
+        assert done.returncode == 1 and done.stdout == "" and error_line(done.stderr).startswith(message), done.stderr
+
+
+@pytest.mark.parametrize("target", ["gaia-db-prod", "gaia-prod", "gaia-staging-replica-1", "gaia-db-dev"])
+def test_a_cloud_restore_target_never_takes_another_environments_name(target: str) -> None:
+    """Finding 10, cloud side: `--environment dev --target gaia-db-prod` would be adopted by prod's next deploy."""
+    for provider in ("fly", "aws", "gcp"):
+        done = run_dbops("restore", "--provider", provider, "--environment", "dev", "--target", target, "--dry-run")
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert re.search(r"^error: target '[a-z0-9-]+' (names the existing database|is the name the \w+ stack gives)",
+                         error_line(done.stderr)), done.stderr
