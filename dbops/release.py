@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
 
-from dbops import adopt, locking, migrate, roles, seed
+from dbops import locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.names import ENVIRONMENTS, RELEASE_WAIT_SECONDS, SERVICE_ROLES, SERVICES
@@ -68,14 +69,28 @@ def resolve_passwords(given: Mapping[str, str], existing: frozenset[str], *, rot
     }
 
 
-def validate(environment: str, admin_email: str) -> None:
+def normalize_email(admin_email: str) -> str:
+    """NFC, the domain in lower case (case variants are one admin); control and format characters are refused."""
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in admin_email):
+        raise DbopsError(
+            "admin email contains a control character (a newline, tab, NUL or an invisible format character); "
+            "give a plain address, e.g. admin@dev.gaia.com"
+        )
+    local, sep, domain = unicodedata.normalize("NFC", admin_email.strip()).rpartition("@")
+    return f"{local}{sep}{domain.lower()}"
+
+
+def validate(environment: str, admin_email: str) -> str:
+    """Check the inputs; returns the admin e-mail normalised (normalize_email)."""
     if environment not in ENVIRONMENTS:
         raise DbopsError(f"environment {environment!r} is not allowed; use one of {', '.join(ENVIRONMENTS)}")
+    admin_email = normalize_email(admin_email)
     if not EMAIL.fullmatch(admin_email) or len(admin_email) > EMAIL_MAX:
         raise DbopsError(
             f"admin email {admin_email!r} is not an e-mail address of at most {EMAIL_MAX} characters, "
             "e.g. admin@dev.gaia.com"
         )
+    return admin_email
 
 
 @contextmanager
@@ -107,7 +122,7 @@ def release(
     """
     say = progress or (lambda _message: None)
     target = parse_url(database_url)
-    validate(environment, admin_email)
+    admin_email = validate(environment, admin_email)
     given = check_passwords(role_passwords)
     if admin_api_key is not None:
         _check_secret("the admin API key", admin_api_key)
@@ -118,9 +133,6 @@ def release(
             for statement in migrate.SESSION_SETTINGS:
                 conn.execute(statement)  # constant SQL
         with locking.release_lock(conn, progress=say):
-            # A database the seed's script made (its tables, no revision) is brought to 0001 in place, or
-            # refused with nothing changed; any other database is left to the migrations.
-            adopt.adopt(database_url, wait_seconds=wait_seconds, progress=say)
             with _step("preparing roles"), conn.transaction():
                 passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)

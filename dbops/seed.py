@@ -34,8 +34,16 @@ def seed_admin(conn: Conn, *, email: str, api_key: str | None) -> str | None:
     With `api_key`, that key becomes the one active admin key (a new one deactivates the others). Without it, an
     existing active admin key is kept, and one is generated only when there is none.
     """
-    conn.execute("INSERT INTO users (email, name) VALUES (%s, %s) ON CONFLICT (email) DO NOTHING", (email, ADMIN_NAME))
-    row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
+    # A case variant of an existing admin's address is the same admin, not a second one.
+    row = conn.execute(
+        "SELECT id FROM users WHERE lower(email) = lower(%s) ORDER BY email = %s DESC, created_at LIMIT 1",
+        (email, email),
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO users (email, name) VALUES (%s, %s) ON CONFLICT (email) DO NOTHING", (email, ADMIN_NAME)
+        )
+        row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
     assert row is not None  # inserted or already there, in this transaction
     user_id = row[0]
     admin_key = "name = %s AND permissions @> %s"
@@ -62,8 +70,10 @@ def seed_admin(conn: Conn, *, email: str, api_key: str | None) -> str | None:
         """,
         {"user": user_id, "hash": digest, "name": ADMIN_KEY_NAME, "perms": Jsonb(ADMIN_PERMISSIONS)},
     )
+    # Only the admin user's own admin keys: another user's key that happens to share the name stays active.
     conn.execute(
-        f"UPDATE api_keys SET is_active = false WHERE is_active AND key_hash <> %s AND {admin_key}",  # noqa: S608
-        (digest, ADMIN_KEY_NAME, Jsonb(ADMIN_PERMISSIONS)),
+        f"UPDATE api_keys SET is_active = false WHERE is_active AND user_id = %s AND key_hash <> %s "  # noqa: S608
+        f"AND {admin_key}",
+        (user_id, digest, ADMIN_KEY_NAME, Jsonb(ADMIN_PERMISSIONS)),
     )
     return generated

@@ -217,3 +217,41 @@ def test_five_concurrent_releases_on_an_empty_database(
     assert query(admin_url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
     assert query(admin_url, "SELECT count(*) FROM users") == [(1,)]
     assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(ADMIN_KEY), "Admin Key", {"admin": True})]
+
+
+def test_rotating_the_admin_key_touches_only_the_admin_users_keys(released: tuple[str, ReleaseResult]) -> None:
+    """Finding 9: another user's key that shares the name "Admin Key" (and admin permissions) stays active."""
+    url, _ = released
+    other_key = seed.key_hash("gaia_someone-elses-key")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET ROLE gaia_owner")
+        conn.execute("INSERT INTO users (email, name) VALUES ('ops@dev.gaia.com', 'Ops')")
+        conn.execute(
+            "INSERT INTO api_keys (user_id, key_hash, name, permissions, is_active) "
+            "SELECT id, %s, 'Admin Key', '{\"admin\": true}', true FROM users WHERE email = 'ops@dev.gaia.com'",
+            (other_key,),
+        )
+    release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS,
+            admin_api_key="gaia_rotated-key-0123456789abcdef")
+    assert query(url, "SELECT is_active FROM api_keys WHERE key_hash = %s", (other_key,)) == [(True,)]
+    assert query(url, "SELECT is_active FROM api_keys WHERE key_hash = %s", (seed.key_hash(ADMIN_KEY),)) == [(False,)]
+
+
+def test_the_admin_email_is_normalised_and_case_variants_are_one_admin(released: tuple[str, ReleaseResult]) -> None:
+    """Finding 11: the domain is lower-cased and NFC applied; a case variant of the address is the same admin."""
+    url, _ = released
+    for variant in ("admin@DEV.Gaia.COM", "Admin@dev.gaia.com", "admin@dev.gaia.com "):
+        result = release(url, environment="dev", admin_email=variant, role_passwords=PASSWORDS)
+        assert result.admin_api_key is None  # the admin and its active key were found, not made again
+    assert query(url, "SELECT email FROM users") == [(ADMIN_EMAIL,)]
+    decomposed = "ze\u0301lie@dev.gaia.com"  # e + combining acute: NFC makes it one character
+    release(url, environment="dev", admin_email=decomposed, role_passwords=PASSWORDS)
+    assert ("z\u00e9lie@dev.gaia.com",) in query(url, "SELECT email FROM users")
+
+
+@pytest.mark.parametrize("email", ["admin@dev.gaia.com\n", "ad\x00min@dev.gaia.com", "ad\u200bmin@dev.gaia.com",
+                                   "admin\t@dev.gaia.com"])
+def test_an_admin_email_with_control_characters_is_refused(email: str) -> None:
+    url = f"postgresql://admin:pw@127.0.0.1:{free_port()}/db"
+    with pytest.raises(DbopsError, match="^admin email contains a control character"):
+        release(url, environment="dev", admin_email=email, wait_seconds=1)
