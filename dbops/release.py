@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from dbops import locking, migrate, roles, seed
+from dbops import adopt, locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.names import ENVIRONMENTS, RELEASE_WAIT_SECONDS, SERVICE_ROLES, SERVICES
@@ -133,6 +133,9 @@ def release(
             for statement in migrate.SESSION_SETTINGS:
                 conn.execute(statement)  # constant SQL
         with locking.release_lock(conn, progress=say):
+            # A database the seed's script made (its tables, no revision) is brought to 0001 in place, or
+            # refused with nothing changed; any other database is left to the migrations.
+            adopt.adopt(database_url, wait_seconds=wait_seconds, progress=say)
             with _step("preparing roles"), conn.transaction():
                 passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)
