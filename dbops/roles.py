@@ -83,7 +83,7 @@ def login_services(conn: Conn) -> frozenset[str]:
     return frozenset(by_role[str(row[0])] for row in rows)
 
 
-def _savepoint(conn: Conn, statement: sql.Composable, role: str, what: str) -> None:
+def _savepoint(conn: Conn, statement: sql.Composed, role: str, what: str) -> None:
     """Run one reconciling statement; a privilege the admin lacks becomes one sentence (the transaction is rolled
     back by the caller, so the release changes nothing)."""
     try:

@@ -208,11 +208,14 @@ def test_an_attribute_the_admin_cannot_clear_stops_the_release_and_changes_nothi
         superuser.execute(f"REVOKE {OWNER_ROLE} FROM gaia_chat")  # type: ignore[arg-type]
 
 
-def test_a_serial_column_added_by_a_later_migration_can_be_written_by_its_writer(admin_url: str, tmp_path: Path) -> None:
+def test_a_serial_column_added_by_a_later_migration_can_be_written_by_its_writer(
+    admin_url: str, tmp_path: Path
+) -> None:
     """Finding 5: sequences follow the table's writers (and new sequences the default privileges)."""
     later = revision_source(
         "0003_chat_seq", HEAD, "chat sequence numbers",
-        "ALTER TABLE chat_messages ADD COLUMN seq bigserial\nCREATE TABLE feedback (id bigserial PRIMARY KEY, body text)",
+        "ALTER TABLE chat_messages ADD COLUMN seq bigserial\n"
+        "CREATE TABLE feedback (id bigserial PRIMARY KEY, body text)",
     )
     project = project_copy(tmp_path, {"0003_chat_seq.py": later})
     done = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS), cwd=project)
