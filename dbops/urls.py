@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, unquote_to_bytes, urlsplit
 
 from dbops.errors import DbopsError
 
@@ -68,8 +68,27 @@ def _checked_split(normalized: str) -> tuple[SplitResult, dict[str, str]]:
             "the database URL has an invalid percent-escape; write a literal % as %25 and every escape as % followed "
             "by two hex digits (not %00)"
         )
+    try:
+        unquote_to_bytes(normalized).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DbopsError(
+            "the database URL has percent-escapes that do not decode to UTF-8 text; encode each character's UTF-8 "
+            "bytes (e.g. é as %C3%A9)"
+        ) from None
     if "#" in normalized:
         raise DbopsError("the database URL has a # that is not percent-encoded; write it as %23 (e.g. in the password)")
+    if any(ch.isspace() for ch in normalized):
+        raise DbopsError(
+            "the database URL has a space or other white space that is not percent-encoded; write a space as %20"
+        )
+    # libpq ends the user info at the first @, Python's split at the last: a second @ would send part of the password
+    # to the DNS resolver. Only an encoded @ (%40) is unambiguous.
+    authority = re.split(r"[/?]", normalized.partition("://")[2], maxsplit=1)[0]
+    if authority.count("@") > 1:
+        raise DbopsError(
+            "the database URL has an @ that is not percent-encoded in its user name or password, so the host is "
+            "ambiguous; write it as %40"
+        )
     # urlsplit's and .port's messages quote the URL, which may hold a password: fixed sentences instead.
     try:
         parts = urlsplit(normalized)
@@ -108,6 +127,11 @@ def _query(query: str) -> dict[str, str]:
             )
         if not sep:
             raise DbopsError(f"the database URL's query parameter {name!r} has no value; write {name}=VALUE")
+        if "=" in raw_value:
+            raise DbopsError(
+                f"the database URL's query parameter {name!r} has an = in its value that is not percent-encoded; "
+                "write it as %3D"
+            )
         params[name] = unquote(raw_value)
     return params
 
@@ -115,6 +139,14 @@ def _query(query: str) -> dict[str, str]:
 def split_url(url: str) -> tuple[SplitResult, dict[str, str]]:
     """The checked, normalised URL split into parts, and its (allowed) query parameters."""
     return _checked_split(_normalized(url))
+
+
+def _hostname(parts: SplitResult) -> str | None:
+    """The host as libpq reads it: case kept (Python's `hostname` lower-cases it), brackets off, percent-decoded."""
+    netloc = _netloc_host(parts)
+    if netloc.startswith("["):
+        return unquote(netloc[1 : netloc.index("]")]) or None
+    return unquote(netloc.rpartition(":")[0] if ":" in netloc else netloc) or None
 
 
 def _netloc_host(parts: SplitResult) -> str:
@@ -152,7 +184,7 @@ def parse_url(url: str) -> DatabaseUrl:
     """Parse a PostgreSQL URL; raises DbopsError (never echoing the URL, which may hold a password)."""
     parts, query = split_url(url)
     port = parts.port or DEFAULT_PORT
-    database = unquote(parts.path.lstrip("/"))
+    database = unquote(parts.path.removeprefix("/"))  # one slash only, as libpq reads it
     user = unquote(parts.username or "")
     if not database:
         raise DbopsError("the database URL names no database; add /<database> after the host")
@@ -163,7 +195,7 @@ def parse_url(url: str) -> DatabaseUrl:
         raise DbopsError(f"the database URL has sslmode={sslmode!r}; allowed: {', '.join(SSLMODES)}")
     query_host = query.get("host")
     socket_dir = query_host if query_host and query_host.startswith("/") else None
-    host = None if socket_dir else (query_host or parts.hostname)
+    host = None if socket_dir else (query_host or _hostname(parts))
     if socket_dir is None and not host:
         raise DbopsError(f"the database URL names no host; use {FORMAT}")
     return DatabaseUrl(

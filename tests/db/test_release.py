@@ -253,5 +253,5 @@ def test_the_admin_email_is_normalised_and_case_variants_are_one_admin(released:
                                    "admin\t@dev.gaia.com"])
 def test_an_admin_email_with_control_characters_is_refused(email: str) -> None:
     url = f"postgresql://admin:pw@127.0.0.1:{free_port()}/db"
-    with pytest.raises(DbopsError, match="^admin email contains a control character"):
+    with pytest.raises(DbopsError, match=r"^admin email contains a control character"):
         release(url, environment="dev", admin_email=email, wait_seconds=1)
