@@ -56,8 +56,11 @@ class PortableDatabase(pulumi.ComponentResource):
         # Secret by the engine's additionalSecretOutputs already; wrapped here so no engine can make it plain.
         self.admin_api_key: pulumi.Output[str] = pulumi.Output.secret(admin_key.result)
 
+        # An adopted database keeps its existing admin password (adminPassword) until the runbook's hand-over removes
+        # the key; the generated one is declared either way, so that hand-over is a config change, not a new resource.
+        admin_password_value = settings.admin_password if settings.admin_password is not None else admin_password.result
         self.cluster = _cluster_class(settings.provider)(
-            name, settings, admin_password.result, pulumi.ResourceOptions(parent=self)
+            name, settings, admin_password_value, pulumi.ResourceOptions(parent=self)
         )
 
         cluster = self.cluster

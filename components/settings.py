@@ -49,6 +49,7 @@ DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{DOMAIN_LABEL}(?:\.{DOMAIN_LABEL})+$")
 FLY_REGION = re.compile(r"^[a-z]{3}$")
 FLY_ORG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+FLY_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 # What both AWS tags and Cloud SQL user labels accept (labels are the stricter: lower case, at most 63 characters).
 TAG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TAG_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -94,6 +95,11 @@ class FlySettings:
     org: str
     region: str
     flavor: FlyFlavor
+    app_name: str  # global across Fly.io: `gaia-db-<env>` unless fly.appName says otherwise
+    # Set by the stack itself rather than taken from the tier: only then may the scripts make a VM smaller or remove
+    # a standby (an adopted cluster is never cut down to a tier nobody asked for).
+    exact_size: bool
+    exact_replicas: bool
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,8 @@ class Settings:
     local: LocalSettings | None = None
     # Secrets stay Outputs from the moment they are read.
     fly_api_token: pulumi.Output[str] | None = None
+    # The admin password of an existing database the stack adopts; None: the stack generates one.
+    admin_password: pulumi.Output[str] | None = None
     release_tunnel: ReleaseTunnel | None = None
     # Extra tags (AWS) / user labels (GCP) on every database resource that takes them.
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -246,7 +254,7 @@ def _email(key: str, value: Any) -> str:
 
 KNOWN_KEYS = (
     "provider", "environment", "adminEmail", "size", "readReplicas", "backupRetentionDays", "pool", "databaseName",
-    "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl", "tags",
+    "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl", "tags", "adminPassword",
 )
 
 
@@ -255,6 +263,7 @@ def parse_settings(
     *,
     stack: str,
     fly_api_token: pulumi.Output[str] | None = None,
+    admin_password: pulumi.Output[str] | None = None,
     gcp_project: str | None = None,
     gcp_region: str | None = None,
 ) -> Settings:
@@ -315,12 +324,17 @@ def parse_settings(
             raise _fail(section, raw[section], f"this stack's provider is {provider}; remove the {section} section")
 
     if provider == "fly":
-        obj = _object("fly", raw.get("fly"), ("org",), ("region", "flavor"))
+        obj = _object("fly", raw.get("fly"), ("org",), ("region", "flavor", "appName"))
         fly = FlySettings(
             org=_string("fly.org", obj["org"], FLY_ORG, "it must be a Fly.io organization slug such as personal"),
             region=_string("fly.region", obj.get("region", "lax"), FLY_REGION,
                            "it must be a three-letter Fly.io region code such as lax"),
             flavor=_choice("fly.flavor", obj.get("flavor", "postgres"), FLY_FLAVORS),
+            app_name=_string("fly.appName", obj.get("appName", names.cloud_name("fly", environment)), FLY_APP_NAME,
+                             "it must be a Fly.io app name: lower-case letters, digits and dashes (2 to 63, starting "
+                             "with a letter, not ending with a dash)"),
+            exact_size="size" in raw,
+            exact_replicas="readReplicas" in raw,
         )
         if fly.flavor == "mpg":
             # `fly mpg create` takes a fixed --plan (no CPU, memory or replica flags), generates the credentials
@@ -409,6 +423,7 @@ def parse_settings(
         gcp=gcp,
         local=local,
         fly_api_token=fly_api_token,
+        admin_password=admin_password,
         release_tunnel=release_tunnel,
         tags=tags,
     )
@@ -477,7 +492,7 @@ def _release_tunnel(value: Any) -> ReleaseTunnel:
     return ReleaseTunnel(host=parts.hostname, port=port, sslmode=sslmode)
 
 
-SECRET_KEYS = ("flyApiToken",)
+SECRET_KEYS = ("flyApiToken", "adminPassword")
 
 
 def _decode(value: str) -> Any:
@@ -497,16 +512,18 @@ def load_settings() -> Settings:
             value = config.get(key)
             if value is not None:
                 raw[key] = _decode(value)
-    if config.get("flyApiToken") is not None and not runtime_config.is_config_secret("gaia-db:flyApiToken"):
-        raise SettingsError(
-            "gaia-db:flyApiToken is stored in plain text in the stack file; remove it and set it encrypted with "
-            "`pulumi config set --secret flyApiToken < token-file`."
-        )
+    for key in SECRET_KEYS:
+        if config.get(key) is not None and not runtime_config.is_config_secret(f"gaia-db:{key}"):
+            raise SettingsError(
+                f"gaia-db:{key} is stored in plain text in the stack file; remove it and set it encrypted with "
+                f"`pulumi config set --secret {key} < file`."
+            )
     gcp = pulumi.Config("gcp")
     return parse_settings(
         raw,
         stack=pulumi.get_stack(),
         fly_api_token=config.get_secret("flyApiToken"),
+        admin_password=config.get_secret("adminPassword"),
         gcp_project=gcp.get("project"),
         gcp_region=gcp.get("region"),
     )

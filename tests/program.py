@@ -125,7 +125,7 @@ class FakeCloud(mocks.Mocks):
                 # The Fly cluster script's JSON summary: one machine per member, the first one primary.
                 size = int(unwrap(args.inputs["environment"])["GAIA_FLY_CLUSTER_SIZE"])
                 machines = [f"m{index:013x}" for index in range(size)]
-                stdout = json.dumps({"appId": "app-1", "primary": machines[0], "replicas": machines[1:]})
+                stdout = json.dumps({"clusterId": "digest-1", "primary": machines[0], "replicas": machines[1:]})
             outputs.update(stdout=stdout, stderr="")
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
@@ -228,7 +228,7 @@ def evaluate(
     config: Mapping[str, Any],
     *,
     preview: bool = False,
-    secret_keys: tuple[str, ...] = ("gaia-db:flyApiToken", "gaia-db:releaseUrl"),
+    secret_keys: tuple[str, ...] = ("gaia-db:flyApiToken", "gaia-db:releaseUrl", "gaia-db:adminPassword"),
     cloud: mocks.Mocks | None = None,
     program: Path = ROOT / "__main__.py",
 ) -> Evaluation:

@@ -259,6 +259,25 @@ def test_a_fly_token_stored_in_plain_text_is_refused() -> None:
         raise AssertionError("a plain-text token was accepted")
 
 
+def test_an_admin_password_stored_in_plain_text_is_refused() -> None:
+    config = provider_config("dev", "fly", adminPassword="existing-postgres-password")
+    try:
+        evaluate("dev", config, secret_keys=("gaia-db:flyApiToken",))
+    except pulumi.RunError as error:
+        assert "gaia-db:adminPassword is stored in plain text" in str(error)
+        assert "existing-postgres-password" not in str(error)
+    else:
+        raise AssertionError("a plain-text admin password was accepted")
+
+
+@pytest.mark.parametrize("provider", ["fly", "aws", "gcp", "local"])
+def test_an_adopted_database_keeps_its_admin_password(provider: str) -> None:
+    ev = evaluate("dev", provider_config("dev", provider, adminPassword="existing-admin-password"))
+    assert "existing-admin-password" in ev.outputs["databaseUrl"] and "databaseUrl" in ev.secret_outputs
+    # The generated one is still declared, so handing over to it later is a config change only.
+    assert any(r.name.endswith("-admin-password") for r in ev.of_type("random:index/randomPassword:RandomPassword"))
+
+
 def test_cloudsql_keeps_at_most_seven_days_of_logs_for_a_longer_retention() -> None:
     ev = evaluate("prod", provider_config("prod", "gcp", backupRetentionDays=14))
     primary = next(r for r in ev.of_type(CLOUDSQL) if "masterInstanceName" not in r.inputs)
