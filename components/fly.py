@@ -2,14 +2,17 @@
 
 Two commands, both children of the component:
 
-- `<name>-cluster` creates `gaia-db-<env>` once (`fly postgres create`), then on every change of its inputs brings it to
-  the declared VM size, replica count, volume size and backups; deleting it destroys the app.
-- `<name>-postgres-password` makes the `postgres` user's password the stack's generated one (see set-password.sh for
-  how it stays off every command line).
+- `<name>-cluster` creates `gaia-db-<env>` once (`fly postgres create`), finishes or re-creates one that an interrupted
+  create left, adopts one that exists already, then on every change of its inputs brings it to the declared VM size,
+  replica count, volume size and backups; deleting it destroys the app and its backup bucket.
+- `<name>-postgres-password` makes the `postgres` user's password the stack's (see set-password.sh for how it stays
+  off every command line) and creates the stack's database; it runs again whenever the cluster is a new one.
 
 Secrets (the Fly API token, the admin password) reach the scripts only through the commands' `environment`; the
 scripts never put them in an argument. Unmanaged Fly Postgres serves no TLS: clients reach it over Fly's WireGuard
-private network (6PN), hence `sslmode=disable` (docs/fly.md).
+private network (6PN), hence `sslmode=disable`: flyctl gives the Flycast services fly-proxy's `pg_tls` handler, but the
+hop from the proxy to the machine stays plaintext and nothing in flyctl or postgres-flex says which certificate the
+proxy would present (docs/fly.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from components import sizing
 from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
 from components.settings import Settings
-from dbops.names import cloud_name
 
 ADMIN_USER = "postgres"
 # postgres-flex listens on 5433; HAProxy on every member listens on 5432 and forwards to the current primary
@@ -33,7 +35,8 @@ ADMIN_USER = "postgres"
 # (flypg/launcher.go).
 PRIMARY_PORT = 5432
 DIRECT_PORT = 5433
-# postgres-flex never turns on ssl in postgresql.conf; traffic rides Fly's WireGuard private network instead.
+# postgres-flex never turns on ssl in postgresql.conf (internal/flypg/pg.go), and HAProxy passes TCP through
+# (config/haproxy.cfg); traffic rides Fly's WireGuard private network instead.
 SSLMODE = "disable"
 
 _PRESET = re.compile(r"^(shared-cpu|performance)-(\d+)x$")
@@ -46,13 +49,17 @@ def _cpu_kind_and_count(preset: str) -> tuple[str, int]:
     return ("shared" if match.group(1) == "shared-cpu" else "performance"), int(match.group(2))
 
 
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
 def _summary(stdout: str | None) -> dict[str, Any]:
-    """The cluster script's last line of stdout: {"appId", "primary", "replicas"}.
+    """The cluster script's last line of stdout: {"clusterId", "primary", "replicas"}.
 
     The provider always records stdout as a string; only a mock engine that does not model it leaves it unset.
     """
     if stdout is None:
-        return {"appId": "", "primary": None, "replicas": []}
+        return {"clusterId": "", "primary": None, "replicas": []}
     try:
         summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -69,8 +76,11 @@ def _readers(stdout: str | None, app: str) -> list[HostPort]:
     return [{"host": f"{machine}.vm.{app}.internal", "port": DIRECT_PORT} for machine in replicas]
 
 
-def _app_id(stdout: str | None) -> str:
-    return str(_summary(stdout)["appId"])
+def _cluster_id(stdout: str | None) -> str:
+    """The digest of the GAIA_DB_CLUSTER_ID secret the cluster script stages on a cluster it creates or adopts: a new
+    value means a new cluster. Not the app's `ID` (flyctl prints the name there, flyctl #5185), nor a machine or
+    volume id (a failover or a clone changes those, and each re-apply restarts the database)."""
+    return str(_summary(stdout)["clusterId"])
 
 
 class FlyCluster(DatabaseCluster):
@@ -82,7 +92,7 @@ class FlyCluster(DatabaseCluster):
         vm = sizing.fly_vm(settings.size, production=settings.is_prod)
         cpu_kind, cpus = _cpu_kind_and_count(vm.size)
 
-        app = cloud_name("fly", settings.environment)
+        app = fly.app_name
         token: pulumi.Output[str] = pulumi.Output.secret(settings.fly_api_token)  # already secret; stays so
         environment: dict[str, pulumi.Input[str]] = {
             "FLY_API_TOKEN": token,
@@ -95,11 +105,16 @@ class FlyCluster(DatabaseCluster):
             "GAIA_FLY_VM_MEMORY_MB": str(vm.memory_mb),
             "GAIA_FLY_VOLUME_GB": str(settings.size.storage_gb),
             "GAIA_FLY_CLUSTER_SIZE": str(1 + settings.read_replicas),
-            "GAIA_FLY_WAL_BACKUPS": "true" if settings.point_in_time_recovery else "false",
+            "GAIA_FLY_WAL_BACKUPS": _flag(settings.point_in_time_recovery),
             # barman's recovery window, e.g. 7d (postgres-flex accepts ^\d+[dwy]$).
             "GAIA_FLY_RECOVERY_WINDOW": f"{settings.backup_retention_days}d" if settings.point_in_time_recovery else "",
             # Fly snapshots every volume daily; this is how long the snapshots are kept.
             "GAIA_FLY_SNAPSHOT_RETENTION_DAYS": str(settings.backup_retention_days),
+            # Only a size or replica count the stack sets itself may shrink the cluster.
+            "GAIA_FLY_EXACT_SIZE": _flag(fly.exact_size),
+            "GAIA_FLY_EXACT_REPLICAS": _flag(fly.exact_replicas),
+            # An existing cluster is adopted only with its current password given (adminPassword).
+            "GAIA_FLY_ADMIN_PASSWORD_GIVEN": _flag(settings.admin_password is not None),
         }
 
         # The environment is secret as a whole (it holds the token), so `pulumi preview` would only say [secret]
@@ -136,9 +151,10 @@ class FlyCluster(DatabaseCluster):
             environment={
                 **{key: environment[key] for key in ("FLY_API_TOKEN", "GAIA_FLY_APP", "GAIA_FLY_ORG")},
                 "GAIA_FLY_ADMIN_PASSWORD": pulumi.Output.secret(admin_password),
+                "GAIA_FLY_DATABASE": settings.database_name,
             },
-            # Re-applies the password when the app is created anew (a new Fly app id), not only when it changes.
-            triggers=[summary.apply(_app_id)],
+            # Re-applies the password (and the database) to a new cluster, not only when the password changes.
+            triggers=[summary.apply(_cluster_id)],
             logging=local.Logging.NONE,
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(
