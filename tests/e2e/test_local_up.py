@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 FAKE_PULUMI = """#!/usr/bin/env bash
-printf '%s|%s|%s\\n' "$*" "$PULUMI_BACKEND_URL" "${PULUMI_CONFIG_PASSPHRASE-unset}" >> "$PULUMI_CALLS"
+printf '%s|%s|%s|%s\\n' "$*" "$PULUMI_BACKEND_URL" "${PULUMI_CONFIG_PASSPHRASE-unset}" \\
+    "${PULUMI_CONFIG_PASSPHRASE_FILE-unset}" >> "$PULUMI_CALLS"
 """
 
 
@@ -29,17 +30,19 @@ def project_copy(tmp_path: Path) -> Path:
     return project
 
 
-def run_local_up(tmp_path: Path, with_pulumi: bool) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
-    project = project_copy(tmp_path)
+def run_local_up(tmp_path: Path, with_pulumi: bool, project: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
+    project = project or project_copy(tmp_path)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     if with_pulumi:
         fake = bin_dir / "pulumi"
         fake.write_text(FAKE_PULUMI)
         fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "calls"
-    env = {k: v for k, v in os.environ.items() if k != "PULUMI_CONFIG_PASSPHRASE"}
-    env.update(PATH=f"{bin_dir}:/usr/bin:/bin", PULUMI_CALLS=str(calls))
+    own = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
+    env = {k: v for k, v in os.environ.items() if k not in own}
+    env.update(PATH=f"{bin_dir}:/usr/bin:/bin", PULUMI_CALLS=str(calls), **(extra_env or {}))
     state_in_repo = (ROOT / ".pulumi-state").exists()
     done = subprocess.run(["bash", str(project / "scripts" / "local-up")], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -51,12 +54,35 @@ def test_local_up_selects_or_creates_the_stack_in_a_file_backend_and_deploys(tmp
     done, calls, project = run_local_up(tmp_path, with_pulumi=True)
     assert done.returncode == 0, done.stderr
     backend = f"file://{project}/.pulumi-state"
+    # Finding 12: the secrets are encrypted with a generated passphrase, kept in a git-ignored file only it can read.
+    passphrase = project / ".pulumi-state" / "local.passphrase"
     assert calls == [
-        f"stack select --create local|{backend}|",
-        f"up --yes --stack local|{backend}|",
-        f"stack output --stack local|{backend}|",
+        f"stack select --create local|{backend}|unset|{passphrase}",
+        f"up --yes --stack local|{backend}|unset|{passphrase}",
+        f"stack output --stack local|{backend}|unset|{passphrase}",
     ]
+    assert len(passphrase.read_text().strip()) >= 40 and passphrase.stat().st_mode & 0o077 == 0
     assert (project / ".pulumi-state").is_dir()  # the file backend's directory exists before pulumi uses it
+    # The next run uses the same file; a passphrase of your own (even an empty one) wins.
+    first = passphrase.read_text()
+    (tmp_path / "calls").unlink()
+    again, calls, _ = run_local_up(tmp_path, with_pulumi=True, project=project)
+    assert again.returncode == 0 and passphrase.read_text() == first and calls[0].endswith(f"|unset|{passphrase}")
+    (tmp_path / "calls").unlink()
+    own, calls, _ = run_local_up(tmp_path, with_pulumi=True, project=project,
+                                 extra_env={"PULUMI_CONFIG_PASSPHRASE": ""})
+    assert own.returncode == 0 and calls[0] == f"stack select --create local|{backend}||unset"
+
+
+def test_an_existing_stack_without_the_passphrase_file_is_not_given_a_new_one(tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    stacks = project / ".pulumi-state" / ".pulumi" / "stacks" / "gaia-db"
+    stacks.mkdir(parents=True)
+    (stacks / "local.json").write_text("{}")
+    done, calls, _ = run_local_up(tmp_path, with_pulumi=True, project=project)
+    assert done.returncode == 1 and calls == []
+    assert "set PULUMI_CONFIG_PASSPHRASE to the passphrase it was created with" in done.stderr
+    assert not (project / ".pulumi-state" / "local.passphrase").exists()
 
 
 def test_local_up_says_what_to_install_without_the_pulumi_cli(tmp_path: Path) -> None:
