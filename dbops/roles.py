@@ -288,12 +288,27 @@ def apply_sequence_grants(conn: Conn) -> None:
             conn.execute(sql.SQL("GRANT {} ON SEQUENCE {} TO {}").format(granted, target, _ident(role)))
 
 
+# Statement logging and pg_stat_statements' utility tracking, off for the rest of the transaction. Only a superuser
+# may change them (Fly's admin); elsewhere the verifiers are readable where docs/RUNBOOK.md says.
+QUIET_SETTINGS = (
+    "SET LOCAL log_statement = 'none'",
+    "SET LOCAL log_min_duration_statement = -1",
+    "SET LOCAL log_min_error_statement = panic",
+    "SET LOCAL pg_stat_statements.track_utility = off",
+)
+
+
 def set_passwords(conn: Conn, passwords: Mapping[str, str]) -> None:
-    """Enable login for each service role with its password.
+    """Enable login for each service role with its password (call inside a transaction).
 
     The server only ever sees a SCRAM verifier computed here by libpq (as psql's \\password does), so neither its
-    logs nor pg_stat_statements can hold the plaintext; the statement itself is never logged by us.
+    logs nor pg_stat_statements can hold the plaintext; the statement itself is never logged by us. Where the admin
+    is a superuser, the transaction also keeps the verifiers out of the server log and pg_stat_statements.
     """
+    superuser = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()
+    if passwords and superuser == (True,):
+        for statement in QUIET_SETTINGS:
+            conn.execute(statement)  # constant SQL
     for service, password in passwords.items():
         role = SERVICE_ROLES[service]
         verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()

@@ -255,3 +255,25 @@ def test_an_admin_email_with_control_characters_is_refused(email: str) -> None:
     url = f"postgresql://admin:pw@127.0.0.1:{free_port()}/db"
     with pytest.raises(DbopsError, match=r"^admin email contains a control character"):
         release(url, environment="dev", admin_email=email, wait_seconds=1)
+
+
+def test_a_superuser_release_keeps_the_verifiers_out_of_the_log_and_pg_stat_statements(
+    pg: PgServer, superuser: psycopg.Connection[tuple[object, ...]], admin_url: str
+) -> None:
+    """Finding 8: where the admin is a superuser (Fly), the password statements are neither logged nor tracked."""
+    dbname = admin_url.rsplit("/", 1)[1]
+    superuser.execute(f"ALTER ROLE postgres IN DATABASE {dbname} SET log_statement = 'all'")  # type: ignore[arg-type]
+    try:
+        superuser.execute("SELECT pg_stat_statements_reset()")
+        log_before = pg.log_file.stat().st_size
+        release(pg.url(dbname=dbname), environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+        with pg.log_file.open("rb") as log:
+            log.seek(log_before)
+            written = log.read().decode(errors="replace")
+        assert "CREATE TABLE" in written  # statements are logged in this database: the test is live
+        assert "SCRAM-SHA-256$" not in written
+        tracked = [str(q) for (q,) in superuser.execute("SELECT query FROM pg_stat_statements")]
+        assert not any("SCRAM-SHA-256$" in q for q in tracked)
+        assert any("CREATE TABLE" in q for q in tracked)
+    finally:
+        superuser.execute(f"ALTER ROLE postgres IN DATABASE {dbname} RESET log_statement")  # type: ignore[arg-type]

@@ -367,6 +367,11 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
         assert provider.diff(id_, outs, checked).changes == provider_pb2.DiffResponse.DIFF_NONE
     print(f"release through the provider process: {time.monotonic() - started:.2f} s")
     assert outs["revision"] == head_revision()
+    # Finding 8: the local admin is no superuser, so create.sh switched utility tracking and statement logging off for
+    # its sessions: the SCRAM verifiers the release sent are neither in pg_stat_statements nor in the server log.
+    verifiers = "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%SCRAM-SHA-256$%'"
+    assert stack.query(verifiers) == 0  # the admin is in pg_monitor: it sees every statement's text
+    assert not any("SCRAM-SHA-256$" in log.read_text(errors="replace") for log in (stack.data_dir / "log").glob("*"))
 
     outputs = stack.evaluation.outputs
     with psycopg.connect(outputs["databaseUrl"], autocommit=True) as conn:  # sslmode=require, as the output says

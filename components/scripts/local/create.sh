@@ -70,6 +70,13 @@ SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER CREATEROLE CREATEDB', :'admin')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'admin') \gexec
 SELECT format('GRANT pg_monitor TO %I', :'admin')
  WHERE NOT pg_has_role(:'admin', 'pg_monitor', 'MEMBER') \gexec
+-- The admin is no superuser, so the release cannot switch these off for the statements that carry SCRAM verifiers
+-- (ALTER ROLE ... PASSWORD): the superuser switches them off for every session of the admin.
+SELECT format('ALTER ROLE %I SET %s', :'admin', setting)
+  FROM unnest(ARRAY['pg_stat_statements.track_utility = off', 'log_statement = none']) AS setting
+ WHERE NOT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                    WHERE r.rolname = :'admin' AND s.setdatabase = 0
+                      AND replace(setting, ' ', '') = ANY(s.setconfig)) \gexec
 SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'replicator')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'replicator') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'admin')
