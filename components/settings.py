@@ -84,9 +84,11 @@ class Tier:
 
 # The seed's "Scaling Strategies", "Point-in-Time Recovery" and config/database.yaml, as data.
 TIERS: dict[Environment, Tier] = {
-    "dev": Tier(Size(cpus=1, memory_mb=256, storage_gb=10), 0, 1, False, Pool(5, 10)),
-    "staging": Tier(Size(cpus=2, memory_mb=1024, storage_gb=50), 0, 3, True, Pool(10, 20)),
-    "prod": Tier(Size(cpus=8, memory_mb=16384, storage_gb=500), 2, 7, True, Pool(20, 40)),
+    "dev": Tier(Size(cpus=1, memory_mb=256, storage_gb=10), names.TIER_READ_REPLICAS["dev"], 1, False, Pool(5, 10)),
+    "staging": Tier(Size(cpus=2, memory_mb=1024, storage_gb=50), names.TIER_READ_REPLICAS["staging"], 3, True,
+                    Pool(10, 20)),
+    "prod": Tier(Size(cpus=8, memory_mb=16384, storage_gb=500), names.TIER_READ_REPLICAS["prod"], 7, True,
+                 Pool(20, 40)),
 }
 
 
@@ -168,7 +170,7 @@ class Settings:
     @property
     def resource_prefix(self) -> str:
         """`gaia-db-<env>` as in the seed; a local stack is named after the stack so several can coexist."""
-        return f"gaia-db-{self.stack if self.provider == 'local' else self.environment}"
+        return names.resource_prefix(self.provider, self.environment, self.stack)
 
 
 # --- value checks: each returns the clean value or raises one sentence naming key, value and what is allowed ---
@@ -312,9 +314,8 @@ def parse_settings(
     retention = _int("backupRetentionDays", raw.get("backupRetentionDays", tier.backup_retention_days), RETENTION_DAYS)
     admin_key_version = _int("adminKeyVersion", raw.get("adminKeyVersion", 1), (1, 1_000_000))
 
-    default_name = {"fly": "postgres", "aws": "llm_platform", "gcp": "llm_platform", "local": f"gaia_{environment}"}
     database_name = _string(
-        "databaseName", raw.get("databaseName", default_name[provider]), IDENTIFIER,
+        "databaseName", raw.get("databaseName", names.default_database_name(provider, environment)), IDENTIFIER,
         "it must be a lower-case PostgreSQL identifier (letters, digits, underscores; at most 63 characters)",
     )
 

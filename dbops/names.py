@@ -29,3 +29,42 @@ SERVICE_ROLES: dict[str, str] = {service: role_name(service) for service in SERV
 def cloud_name(provider: str, environment: str) -> str:
     """The database's name on its cloud, as the seed names it: Fly app `gaia-db-<env>`, RDS / Cloud SQL `gaia-<env>`."""
     return f"gaia-db-{environment}" if provider == "fly" else f"gaia-{environment}"
+
+
+# What a stack has unless its config says otherwise (components/settings.py's tiers and defaults read these).
+TIER_READ_REPLICAS = {"dev": 0, "staging": 0, "prod": 2}
+
+
+def default_database_name(provider: str, environment: str) -> str:
+    """The seed's database: `postgres` on Fly, `llm_platform` on RDS / Cloud SQL, `gaia_<env>` locally."""
+    return {"fly": "postgres", "aws": "llm_platform", "gcp": "llm_platform"}.get(provider, f"gaia_{environment}")
+
+
+def admin_user(environment: str) -> str:
+    """The admin (RDS master / Cloud SQL) login the seed names `gaia_<env>`."""
+    return f"gaia_{environment}"
+
+
+def replica_name(base: str, index: int) -> str:
+    """A read replica's name beside its primary's (`gaia-prod` -> `gaia-prod-replica-1`): the cloud name of the
+    replica of a cloud instance, and the resource name of the replica of a resource."""
+    return f"{base}-replica-{index}"
+
+
+# --- the Pulumi program's names, kept here so `python -m dbops import-plan` reproduces them without Pulumi ---
+
+PROJECT = "gaia-db"
+DATABASE_COMPONENT = "gaia:index:PortableDatabase"
+# The provider components whose cloud resources `pulumi import` can adopt.
+CLUSTER_COMPONENTS = {"aws": "gaia:aws:PostgresCluster", "gcp": "gaia:gcp:PostgresCluster"}
+
+
+def resource_prefix(provider: str, environment: str, stack: str) -> str:
+    """The program's name for the environment's components, `gaia-db-<env>` as in the seed; a local stack is named
+    after the stack so several can coexist."""
+    return f"gaia-db-{stack if provider == 'local' else environment}"
+
+
+def child_name(prefix: str, part: str) -> str:
+    """A provider component's resource name: `gaia-db-prod` + `primary` -> `gaia-db-prod-primary`."""
+    return f"{prefix}-{part}"
