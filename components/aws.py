@@ -12,9 +12,11 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings, SettingsError
 from components.sizing import max_connections_for, rds_class, storage_ceiling_gb
-from dbops.names import cloud_name
+from dbops import names
 
-ENGINE_MAJOR_VERSION = "16"  # pinned: a major upgrade is a deliberate change of this line, never a surprise
+# The major version is pinned by gaia-db:majorVersion (settings.DEFAULT_MAJOR_VERSION): raising it is an in-place
+# ModifyDBInstance (engine_version is not ForceNew, docs/lifecycle.md), which allow_major_version_upgrade permits; it
+# never changes otherwise, because engine_lifecycle_support keeps prod on RDS Extended Support (settings.py).
 PORT = 5432
 # Backups first, maintenance after, so the two never overlap (UTC).
 BACKUP_WINDOW = "03:00-04:00"
@@ -27,6 +29,18 @@ MAX_STORAGE_GB = 65_536  # RDS for PostgreSQL's gp3 ceiling (64 TiB), for the al
 # them, so every instance generation leaves its own final snapshot and a second deletion never hits
 # DBSnapshotAlreadyExists.
 REPLACING_INPUTS = ("identifier", "engine", "db_name", "username", "storage_encrypted")
+# Enhanced Monitoring's role, as terraform-aws-rds modules/db_instance (create_monitoring_role) declares it.
+MONITORING_SERVICE = "monitoring.rds.amazonaws.com"
+MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+# Alarm thresholds (README "Alerts"): what pages a database owner.
+FREE_STORAGE_FRACTION = 0.10  # of the declared allocation; autoscaling adds storage before this unless at its ceiling
+REPLICA_LAG_SECONDS = 300
+# Half of the 2^31 transaction IDs before wraparound (the RDS PostgreSQL guide's MaximumUsedTransactionIDs alarm).
+MAX_USED_TRANSACTION_IDS = 1_000_000_000
+CONNECTIONS_FRACTION = 0.80  # of max_connections
+# RDS event categories sent to the topic; failed backups arrive as "backup" / "failure" events (no metric exists).
+EVENT_CATEGORIES = ["backup", "failure", "failover", "low storage", "maintenance"]
+GIB = 1024**3
 
 # (name, value, apply method): static parameters only take effect on reboot, and AWS rejects "immediate" for them.
 PARAMETERS = [
@@ -42,8 +56,8 @@ class AwsCluster(DatabaseCluster):
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.aws is not None
         env = settings.environment
-        # The seed's instance name: gaia-<env>.<region>.rds.amazonaws.com
-        identifier = cloud_name(settings.provider, env)
+        # The seed's instance name, gaia-<env>.<region>.rds.amazonaws.com, or an adopted instance's (aws.identifier).
+        identifier = settings.aws.identifier
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
 
@@ -69,8 +83,11 @@ class AwsCluster(DatabaseCluster):
 
         # The groups are auto-named from their resource names: a change that replaces one (a new parameter group
         # family on a major upgrade, say) creates the new group before deleting the old, which a fixed name forbids.
-        subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets", subnet_ids=subnet_ids, description=f"gaia-db {env}: the database's subnets", opts=child,
+        # An adopted instance stays in its own group (aws.subnetGroupName): RDS cannot move an instance to another
+        # subnet group in the same VPC (InvalidVPCNetworkStateFault), so the stack then declares none.
+        subnet_group = None if settings.aws.subnet_group_name else aws.rds.SubnetGroup(
+            f"{name}-subnets", subnet_ids=subnet_ids, description=f"gaia-db {env}: the database's subnets",
+            tags=settings.resource_tags, opts=child,
         )
         # Ingress only from what the stack names; with nothing named, only from inside the VPC itself.
         cidrs: pulumi.Input[list[str]] = list(settings.aws.allowed_cidrs)
@@ -90,6 +107,7 @@ class AwsCluster(DatabaseCluster):
                     security_groups=list(settings.aws.allowed_security_group_ids),
                 )
             ],
+            tags=settings.resource_tags,
             opts=child,
         )
         # The smallest class meeting the size with room for every pool at its peak (settings checked it exists).
@@ -99,12 +117,13 @@ class AwsCluster(DatabaseCluster):
         max_connections = max_connections_for(instance_class.memory_mb)
         parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
-            family=f"postgres{ENGINE_MAJOR_VERSION}",
+            family=f"postgres{settings.major_version}",
             description=f"gaia-db {env}: TLS only, pg_stat_statements, slow-query log",
             parameters=[
                 aws.rds.ParameterGroupParameterArgs(name=key, value=value, apply_method=method)
                 for key, value, method in [*PARAMETERS, ("max_connections", str(max_connections), "pending-reboot")]
             ],
+            tags=settings.resource_tags,
             opts=child,
         )
 
@@ -114,7 +133,43 @@ class AwsCluster(DatabaseCluster):
         # 64 TiB; 0 turns autoscaling off where no such ceiling exists. The provider suppresses the diff of an
         # autoscaled allocated_storage while autoscaling is on (instance.go, allocated_storage DiffSuppressFunc).
         ceiling = storage_ceiling_gb(storage, MAX_STORAGE_GB)
-        tags = {**settings.tags, "project": "gaia-db", "environment": env}
+        tags = settings.resource_tags
+        options = settings.aws
+        replica_ids = [names.replica_name(identifier, index) for index in range(1, settings.read_replicas + 1)]
+        # The log groups RDS would create for the exported logs never expire: declared first, with a retention
+        # (terraform-aws-rds create_cloudwatch_log_group / cloudwatch_log_group_retention_in_days).
+        log_groups = {
+            instance: [
+                aws.cloudwatch.LogGroup(
+                    f"{name}-logs-{instance.removeprefix(identifier + '-') if instance != identifier else 'primary'}"
+                    f"-{log}",
+                    name=f"/aws/rds/instance/{instance}/{log}",
+                    retention_in_days=options.log_retention_days,
+                    tags=tags,
+                    opts=child,
+                )
+                for log in LOG_EXPORTS
+            ]
+            for instance in [identifier, *replica_ids]
+        }
+        monitoring_role: aws.iam.Role | None = None
+        if options.monitoring_interval:
+            monitoring_role = aws.iam.Role(
+                f"{name}-monitoring",
+                description=f"gaia-db {env}: RDS Enhanced Monitoring publishes OS metrics to CloudWatch Logs",
+                assume_role_policy=json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                   "Principal": {"Service": MONITORING_SERVICE}}],
+                }),
+                tags=tags,
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(
+                f"{name}-monitoring", role=monitoring_role.name, policy_arn=MONITORING_POLICY_ARN,
+                opts=pulumi.ResourceOptions(parent=monitoring_role),
+            )
+        insights_days = options.performance_insights_retention_days
         common: dict[str, Any] = dict(
             instance_class=instance_class.name,
             storage_type="gp3",
@@ -123,10 +178,18 @@ class AwsCluster(DatabaseCluster):
             vpc_security_group_ids=[security_group.id],
             parameter_group_name=parameter_group.name,
             port=PORT,
-            allow_major_version_upgrade=False,
+            # Only ever exercised by raising gaia-db:majorVersion (the engine_version below never moves otherwise).
+            allow_major_version_upgrade=True,
             auto_minor_version_upgrade=True,
             deletion_protection=settings.is_prod,
-            performance_insights_enabled=settings.is_prod,
+            # Pinned: RDS would otherwise move a new instance to whatever CA is its default that day.
+            ca_cert_identifier=options.ca_cert_identifier,
+            iam_database_authentication_enabled=options.iam_auth,
+            performance_insights_enabled=insights_days > 0,
+            performance_insights_retention_period=insights_days or None,
+            performance_insights_kms_key_id=options.kms_key_id if insights_days else None,
+            monitoring_interval=options.monitoring_interval,
+            monitoring_role_arn=monitoring_role.arn if monitoring_role is not None else None,
             enabled_cloudwatch_logs_exports=LOG_EXPORTS,
             maintenance_window=MAINTENANCE_WINDOW,
             copy_tags_to_snapshot=True,
@@ -136,9 +199,12 @@ class AwsCluster(DatabaseCluster):
             identifier=identifier,
             engine="postgres",
             db_name=settings.database_name,
-            username=f"gaia_{env}",
-            storage_encrypted=True,
+            username=settings.aws.master_username,
+            storage_encrypted=settings.aws.storage_encrypted,
         )
+        if options.kms_key_id is not None:
+            # ForceNew: setting it on an existing instance replaces it (README, docs/RUNBOOK.md "customer-managed key").
+            primary_inputs["kms_key_id"] = options.kms_key_id
 
         final_snapshot: pulumi.Input[str] | None = None
         if env != "dev":
@@ -146,17 +212,21 @@ class AwsCluster(DatabaseCluster):
             # instance changes, so the replaced instance's final snapshot and the next one's never share a name.
             suffix = random.RandomId(
                 f"{name}-final-snapshot", byte_length=4,
-                keepers={key: str(primary_inputs[key]) for key in REPLACING_INPUTS},
+                keepers={key: str(primary_inputs[key]) for key in (*REPLACING_INPUTS, "kms_key_id")
+                         if key in primary_inputs},
                 opts=child,
             )
             final_snapshot = suffix.hex.apply(lambda hex_id: f"{identifier}-final-{hex_id}")
 
         self.primary = aws.rds.Instance(
-            f"{name}-primary",
-            engine_version=ENGINE_MAJOR_VERSION,
+            names.child_name(name, "primary"),
+            engine_version=str(settings.major_version),
+            # Disabled: RDS upgrades the major version itself when its standard support ends. Enabled: RDS Extended
+            # Support keeps it, for a charge per vCPU-hour, until the upgrade is made here (docs/RUNBOOK.md).
+            engine_lifecycle_support=options.engine_lifecycle_support,
             password=admin_password,
             allocated_storage=storage,
-            db_subnet_group_name=subnet_group.name,
+            db_subnet_group_name=subnet_group.name if subnet_group else settings.aws.subnet_group_name,
             multi_az=settings.is_prod,
             backup_retention_period=settings.backup_retention_days,
             backup_window=BACKUP_WINDOW,
@@ -164,20 +234,22 @@ class AwsCluster(DatabaseCluster):
             final_snapshot_identifier=final_snapshot,
             **primary_inputs,
             **common,
-            opts=stateful,
+            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=log_groups[identifier])),
         )
         self.replicas = [
             aws.rds.Instance(
-                f"{name}-replica-{index}",
-                identifier=f"{identifier}-replica-{index}",
+                names.replica_name(name, index),
+                identifier=replica_id,
                 replicate_source_db=self.primary.identifier,
-                storage_encrypted=True,
+                storage_encrypted=settings.aws.storage_encrypted,  # as its source's, which RDS requires
                 skip_final_snapshot=True,  # a replica's data is the primary's
                 **common,
-                opts=stateful,
+                opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=log_groups[replica_id])),
             )
-            for index in range(1, settings.read_replicas + 1)
+            for index, replica_id in enumerate(replica_ids, start=1)
         ]
+        if options.alarm_topic_arn is not None:
+            self._alarms(name, settings, options.alarm_topic_arn, identifier, replica_ids, storage, max_connections)
 
         self.host = self.primary.address
         self.port = self.primary.port
@@ -186,6 +258,54 @@ class AwsCluster(DatabaseCluster):
         self.readers = pulumi.Output.all(*[[r.address, r.port] for r in self.replicas]).apply(_host_ports)
         self.sslmode = "require"  # rds.force_ssl=1 refuses anything else
         self.release_dependencies = [self.primary, *self.replicas]
+
+    def _alarms(self, name: str, settings: Settings, topic: str, identifier: str, replica_ids: list[str],
+                storage_gb: int, max_connections: int) -> None:
+        """CloudWatch alarms on what pages a database owner, and RDS events (failed backups), to the SNS topic."""
+        child = pulumi.ResourceOptions(parent=self)
+        tags = settings.resource_tags
+        checks: list[tuple[str, str, str, str, float]] = []  # (instance, short name, metric, comparison, threshold)
+        for instance in [identifier, *replica_ids]:
+            checks += [
+                (instance, "free-storage", "FreeStorageSpace", "LessThanThreshold",
+                 FREE_STORAGE_FRACTION * storage_gb * GIB),
+                (instance, "transaction-ids", "MaximumUsedTransactionIDs", "GreaterThanThreshold",
+                 MAX_USED_TRANSACTION_IDS),
+                (instance, "connections", "DatabaseConnections", "GreaterThanThreshold",
+                 float(int(CONNECTIONS_FRACTION * max_connections))),
+            ]
+        checks += [(replica, "replica-lag", "ReplicaLag", "GreaterThanThreshold", REPLICA_LAG_SECONDS)
+                   for replica in replica_ids]
+        for instance, short, metric, comparison, threshold in checks:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-alarm-{instance}-{short}",
+                name=f"{instance}-{short}",
+                alarm_description=f"gaia-db {settings.environment}: {metric} of {instance} "
+                                  f"{'below' if comparison.startswith('Less') else 'above'} {threshold:g}",
+                namespace="AWS/RDS",
+                metric_name=metric,
+                dimensions={"DBInstanceIdentifier": instance},
+                statistic="Minimum" if comparison.startswith("Less") else "Maximum",
+                period=300,
+                evaluation_periods=1 if short == "transaction-ids" else 3,
+                comparison_operator=comparison,
+                threshold=threshold,
+                treat_missing_data="missing",
+                alarm_actions=[topic],
+                ok_actions=[topic],
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.primary, *self.replicas]),
+            )
+        aws.rds.EventSubscription(
+            f"{name}-events",
+            name=f"{identifier}-events",
+            sns_topic=topic,
+            source_type="db-instance",
+            source_ids=[identifier, *replica_ids],
+            event_categories=EVENT_CATEGORIES,
+            tags=tags,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.primary, *self.replicas])),
+        )
 
 
 def _host_ports(pairs: list[list[object]]) -> list[HostPort]:

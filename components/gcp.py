@@ -20,9 +20,10 @@ import pulumi_gcp as gcp
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings
 from components.sizing import cloudsql_memory_mb, cloudsql_tier, max_connections_for, storage_ceiling_gb
-from dbops.names import cloud_name
+from dbops import names
 
-DATABASE_VERSION = "POSTGRES_16"
+# The major version is gaia-db:majorVersion: raising it is Cloud SQL's in-place major upgrade (database_version is not
+# ForceNew, docs/lifecycle.md); a snapshot is taken first by the API (docs/RUNBOOK.md, major upgrades).
 # Pinned on primary and replicas alike: without it GCP picks the edition, and replicas must match their primary.
 EDITION = "ENTERPRISE"
 PORT = 5432
@@ -35,6 +36,19 @@ FINAL_BACKUP_RETENTION_DAYS = 30
 # Cloud SQL grows the disk itself; the declared size is where it starts (module docstring).
 DISK_SIZE_IGNORED = ["settings.diskSize"]
 SERVICE_NETWORKING = "servicenetworking.googleapis.com"
+# Query Insights as terraform-google-sql-db modules/postgresql sets it (insights_config: query_string_length 1024) and
+# the Cloud SQL API's default of 5 sampled plans a minute, written out so they are the stack's, not a default's.
+QUERY_STRING_LENGTH = 1024
+QUERY_PLANS_PER_MINUTE = 5
+# Alert thresholds (README "Alerts"), the same as the CloudWatch alarms' on AWS.
+DISK_UTILIZATION = 0.85  # autoresize grows the disk before this unless it has reached disk_autoresize_limit
+REPLICA_LAG_SECONDS = 300
+TRANSACTION_ID_UTILIZATION = 0.5  # about 1e9 of the 2^31 transaction IDs before wraparound
+CONNECTIONS_FRACTION = 0.80
+
+
+def database_version(major: int) -> str:
+    return f"POSTGRES_{major}"
 
 
 def backup_days(retention_days: int) -> tuple[int, int]:
@@ -51,7 +65,8 @@ class GcpCluster(DatabaseCluster):
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         assert settings.gcp is not None
         env = settings.environment
-        instance_name = cloud_name(settings.provider, env)  # the seed's /cloudsql/project:region:gaia-<env>
+        # The seed's /cloudsql/project:region:gaia-<env>, or an adopted instance's name (gcp.instanceName).
+        instance_name = settings.gcp.instance_name
         private_network = settings.gcp.private_network
         project, region = settings.gcp.project, settings.gcp.region
         depends_on: list[pulumi.Resource] = []
@@ -66,6 +81,7 @@ class GcpCluster(DatabaseCluster):
                 address_type="INTERNAL",
                 prefix_length=16,
                 description=f"gaia-db {env}: private services access for Cloud SQL",
+                labels=settings.resource_tags,
                 opts=pulumi.ResourceOptions(parent=self),
             )
             depends_on.append(gcp.servicenetworking.Connection(
@@ -93,13 +109,24 @@ class GcpCluster(DatabaseCluster):
         )
         # The smallest tier meeting the size with room for every pool at its peak (settings checked it exists).
         tier = cloudsql_tier(settings.size, connections=settings.pool.connections_needed)
+        max_connections = max_connections_for(cloudsql_memory_mb(tier))
+        options = settings.gcp
         flags = [
             gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_min_duration_statement", value="100"),
             # Explicit, so the connection budget (README) holds: Cloud SQL's default is 100 on 3.75 GB.
-            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
-                name="max_connections", value=str(max_connections_for(cloudsql_memory_mb(tier)))
-            ),
+            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="max_connections", value=str(max_connections)),
         ]
+        if options.iam_auth:
+            # IAM database authentication (terraform-google-sql-db: database_flags cloudsql.iam_authentication=on);
+            # IAM users then log in with an OAuth token as the password (docs/RUNBOOK.md, IAM logins).
+            flags.append(gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="cloudsql.iam_authentication",
+                                                                          value="on"))
+        insights = gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+            query_insights_enabled=True, query_string_length=QUERY_STRING_LENGTH,
+            query_plans_per_minute=QUERY_PLANS_PER_MINUTE, record_application_tags=True, record_client_address=True,
+        ) if options.query_insights else gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+            query_insights_enabled=False
+        )
         ceiling = storage_ceiling_gb(settings.size.storage_gb, MAX_STORAGE_GB)
         common: dict[str, Any] = dict(
             tier=tier,
@@ -110,22 +137,25 @@ class GcpCluster(DatabaseCluster):
             disk_autoresize_limit=ceiling or MAX_STORAGE_GB,
             ip_configuration=ip_configuration,
             database_flags=flags,
-            insights_config=gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
-                query_insights_enabled=True, record_application_tags=True, record_client_address=True
-            ),
+            insights_config=insights,
             deletion_protection_enabled=settings.is_prod,  # the API-level guard, besides Pulumi's below
-            user_labels={**settings.tags, "project": "gaia-db", "environment": env},
+            user_labels=settings.resource_tags,
+        )
+        # ForceNew (docs/lifecycle.md): a key set on an existing instance replaces it (README, docs/RUNBOOK.md).
+        encryption: dict[str, Any] = (
+            {"encryption_key_name": options.encryption_key_name} if options.encryption_key_name else {}
         )
         pitr = settings.point_in_time_recovery
         log_days, retained_backups = backup_days(settings.backup_retention_days)
         keeps_final_backup = env != "dev"
         self.primary = gcp.sql.DatabaseInstance(
-            f"{name}-primary",
+            names.child_name(name, "primary"),
             name=instance_name,
-            database_version=DATABASE_VERSION,
+            database_version=database_version(settings.major_version),
             region=region,
             project=project,
             deletion_protection=settings.is_prod,
+            **encryption,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 availability_type="REGIONAL" if settings.is_prod else "ZONAL",
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
@@ -149,30 +179,41 @@ class GcpCluster(DatabaseCluster):
         )
         self.replicas = [
             gcp.sql.DatabaseInstance(
-                f"{name}-replica-{index}",
-                name=f"{instance_name}-replica-{index}",
+                names.replica_name(name, index),
+                name=names.replica_name(instance_name, index),
                 master_instance_name=self.primary.name,
-                database_version=DATABASE_VERSION,
+                database_version=database_version(settings.major_version),
                 region=region,
                 project=project,
                 deletion_protection=settings.is_prod,
+                **encryption,
                 replica_configuration=gcp.sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
-                settings=gcp.sql.DatabaseInstanceSettingsArgs(availability_type="ZONAL", **common),
+                settings=gcp.sql.DatabaseInstanceSettingsArgs(
+                    availability_type="ZONAL",
+                    # gcp.replicaZones spreads the replicas over the region's zones (terraform-google-sql-db
+                    # read_replicas[].zone); a zone change moves the replica in place (not ForceNew).
+                    location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
+                        zone=options.replica_zones[(index - 1) % len(options.replica_zones)]
+                    ) if options.replica_zones else None,
+                    **common,
+                ),
                 opts=instance_opts(),
             )
             for index in range(1, settings.read_replicas + 1)
         ]
+        if options.notification_channels:
+            self._alert_policies(name, settings, instance_name, max_connections)
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
         self.database = gcp.sql.Database(
-            f"{name}-database",
+            names.child_name(name, "database"),
             name=settings.database_name,
             instance=self.primary.name,
             project=project,
             opts=stateful,
         )
         self.user = gcp.sql.User(
-            f"{name}-admin",
-            name=f"gaia_{env}",
+            names.child_name(name, "admin"),
+            name=settings.gcp.admin_user,  # gaia_<env>, or an adopted instance's admin (gcp.adminUser)
             instance=self.primary.name,
             project=project,
             password=admin_password,
@@ -194,3 +235,59 @@ class GcpCluster(DatabaseCluster):
         self.sslmode = "require"  # ENCRYPTED_ONLY refuses anything else
         self.socket_dir = self.primary.connection_name.apply(lambda connection: f"/cloudsql/{connection}")
         self.release_dependencies = [self.primary, *self.replicas, self.database, self.user]
+
+    def _alert_policies(self, name: str, settings: Settings, instance_name: str, max_connections: int) -> None:
+        """Cloud Monitoring alert policies on what pages a database owner, to the configured channels; each covers
+        the primary and its replicas (Cloud SQL's database_id is `project:instance`)."""
+        assert settings.gcp is not None
+        project, env = settings.gcp.project, settings.environment
+        instances = f'resource.type = "cloudsql_database" AND resource.labels.database_id = ' \
+                    f'starts_with("{project}:{instance_name}")'
+        five_minutes = "300s"
+
+        def threshold(metric: str, value: float, reducer: str | None = None) -> gcp.monitoring.AlertPolicyConditionArgs:
+            aggregation = gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                alignment_period="60s", per_series_aligner="ALIGN_MAX",
+                cross_series_reducer=reducer, group_by_fields=["resource.labels.database_id"] if reducer else None,
+            )
+            return gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=f"{metric} above {value:g}",
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=f'{instances} AND metric.type = "cloudsql.googleapis.com/database/{metric}"',
+                    comparison="COMPARISON_GT", threshold_value=value, duration=five_minutes,
+                    aggregations=[aggregation],
+                ),
+            )
+
+        policies: dict[str, gcp.monitoring.AlertPolicyConditionArgs] = {
+            "disk": threshold("disk/utilization", DISK_UTILIZATION),
+            "transaction-ids": threshold("postgresql/transaction_id_utilization", TRANSACTION_ID_UTILIZATION),
+            # num_backends is per database: summed per instance.
+            "connections": threshold("postgresql/num_backends", float(int(CONNECTIONS_FRACTION * max_connections)),
+                                     reducer="REDUCE_SUM"),
+            "backups": gcp.monitoring.AlertPolicyConditionArgs(
+                display_name="a backup failed",
+                condition_matched_log=gcp.monitoring.AlertPolicyConditionConditionMatchedLogArgs(
+                    filter=f'{instances} AND protoPayload.methodName : "backupRuns" AND severity >= ERROR',
+                ),
+            ),
+        }
+        if settings.read_replicas:
+            policies["replica-lag"] = threshold("replication/replica_lag", REPLICA_LAG_SECONDS)
+        for short, condition in policies.items():
+            gcp.monitoring.AlertPolicy(
+                f"{name}-alert-{short}",
+                project=project,
+                display_name=f"gaia-db {env}: {short}",
+                combiner="OR",
+                conditions=[condition],
+                notification_channels=list(settings.gcp.notification_channels),
+                # A log-match condition needs a notification rate limit.
+                alert_strategy=gcp.monitoring.AlertPolicyAlertStrategyArgs(
+                    notification_rate_limit=gcp.monitoring.AlertPolicyAlertStrategyNotificationRateLimitArgs(
+                        period="3600s"
+                    )
+                ) if condition.condition_matched_log is not None else None,
+                user_labels=settings.resource_tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.primary, *self.replicas]),
+            )

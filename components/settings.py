@@ -53,8 +53,47 @@ FLY_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 # What both AWS tags and Cloud SQL user labels accept (labels are the stricter: lower case, at most 63 characters).
 TAG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TAG_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-RESERVED_TAGS = ("project", "environment")
+RESERVED_TAGS = ("project", "environment", "managed-by")
 MAX_TAGS = 40
+
+# --- issue 11: the cloud options experienced RDS / Cloud SQL users expect (README's config table, docs/RUNBOOK.md) ---
+# The PostgreSQL major version both clouds run; raising it is an in-place upgrade (docs/RUNBOOK.md §major upgrades).
+MAJOR_VERSIONS = (14, 15, 16, 17)
+DEFAULT_MAJOR_VERSION = 16
+# RDS: pulumi_aws.rds.Instance engine_lifecycle_support (its doc: "Valid values are open-source-rds-extended-support,
+# open-source-rds-extended-support-disabled"). Extended support: RDS keeps the major version past the end of
+# standard support, for a charge; disabled: RDS upgrades the major version itself when standard support ends.
+ENGINE_LIFECYCLE = ("open-source-rds-extended-support", "open-source-rds-extended-support-disabled")
+DEFAULT_ENGINE_LIFECYCLE: dict[Environment, str] = {
+    "dev": "open-source-rds-extended-support-disabled",
+    "staging": "open-source-rds-extended-support-disabled",
+    "prod": "open-source-rds-extended-support",  # prod's major version never changes by surprise
+}
+# The RDS CAs (RDS User Guide, "Certificate authorities"); rds-ca-rsa2048-g1 is AWS's default for new instances.
+CA_CERT_IDENTIFIERS = ("rds-ca-rsa2048-g1", "rds-ca-rsa4096-g1", "rds-ca-ecc384-g1")
+DEFAULT_CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
+# Performance Insights retention (pulumi_aws.rds.Instance performance_insights_retention_period: 7, 731 or a
+# multiple of 31); 0 is off. terraform-aws-rds defaults the retention to 7 (the free tier).
+PERFORMANCE_INSIGHTS_DAYS = (0, 7, *range(31, 731, 31), 731)
+DEFAULT_PERFORMANCE_INSIGHTS_DAYS: dict[Environment, int] = {"dev": 0, "staging": 0, "prod": 7}
+# Enhanced Monitoring interval in seconds (terraform-aws-rds monitoring_interval: 0, 1, 5, 10, 15, 30, 60; 0 is off).
+MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
+DEFAULT_MONITORING_INTERVAL: dict[Environment, int] = {"dev": 0, "staging": 0, "prod": 60}
+# CloudWatch Logs retention values (PutRetentionPolicy); terraform-aws-rds cloudwatch_log_group_retention_in_days = 7.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                      3288, 3653)
+DEFAULT_LOG_RETENTION_DAYS: dict[Environment, int] = {"dev": 7, "staging": 7, "prod": 30}
+KMS_KEY_ARN = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]{36}|key/mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+)$"
+)
+SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+GCP_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[a-z0-9-]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
+GCP_NOTIFICATION_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[0-9]+$")
+AWS_FIELDS = ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "iamAuth", "kmsKeyId",
+              "engineLifecycleSupport", "caCertIdentifier", "performanceInsightsRetentionDays", "monitoringInterval",
+              "logRetentionDays", "alarmTopicArn")
+GCP_FIELDS = ("privateNetwork", "allowPublicIp", "privateServicesAccess", "iamAuth", "encryptionKeyName",
+              "queryInsights", "replicaZones", "notificationChannels")
 
 
 class SettingsError(pulumi.RunError):
@@ -110,6 +149,15 @@ class AwsSettings:
     subnet_ids: tuple[str, ...]
     allowed_cidrs: tuple[str, ...]
     allowed_security_group_ids: tuple[str, ...]
+    # issue 11 (defaults here are the prod-independent ones; parse_settings fills in the tier's)
+    iam_auth: bool = False
+    kms_key_id: str | None = None  # None: RDS's AWS-managed key aws/rds
+    engine_lifecycle_support: str = "open-source-rds-extended-support"
+    ca_cert_identifier: str = DEFAULT_CA_CERT_IDENTIFIER
+    performance_insights_retention_days: int = 0  # 0: off
+    monitoring_interval: int = 0  # seconds; 0: Enhanced Monitoring off
+    log_retention_days: int = 7
+    alarm_topic_arn: str | None = None  # None: no alarms
 
 
 @dataclass(frozen=True)
@@ -121,6 +169,12 @@ class GcpSettings:
     allow_public_ip: bool = False
     # "create": declare the VPC's private services access (a reserved range + the peering); "existing": it is there.
     private_services_access: str = "create"
+    # issue 11
+    iam_auth: bool = False
+    encryption_key_name: str | None = None  # None: Google-managed encryption
+    query_insights: bool = True
+    replica_zones: tuple[str, ...] = ()  # replica i goes to replica_zones[i % len]; empty: Cloud SQL chooses
+    notification_channels: tuple[str, ...] = ()  # empty: no alert policies
 
 
 @dataclass(frozen=True)
@@ -162,10 +216,17 @@ class Settings:
     release_tunnel: ReleaseTunnel | None = None
     # Extra tags (AWS) / user labels (GCP) on every database resource that takes them.
     tags: Mapping[str, str] = field(default_factory=dict)
+    # PostgreSQL major version on AWS and GCP (Fly and local run what their image / server binaries carry).
+    major_version: int = DEFAULT_MAJOR_VERSION
 
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def resource_tags(self) -> dict[str, str]:
+        """The tags (AWS) / labels (GCP) on every resource that takes them: the stack's own, then gaia-db's."""
+        return {**self.tags, "project": "gaia-db", "environment": self.environment, "managed-by": "pulumi"}
 
     @property
     def resource_prefix(self) -> str:
@@ -257,6 +318,7 @@ def _email(key: str, value: Any) -> str:
 KNOWN_KEYS = (
     "provider", "environment", "adminEmail", "size", "readReplicas", "backupRetentionDays", "pool", "databaseName",
     "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl", "tags", "adminPassword",
+    "majorVersion",
 )
 
 
@@ -352,7 +414,7 @@ def parse_settings(
                 "set it with `pulumi config set --secret flyApiToken < token-file`."
             )
     elif provider == "aws":
-        obj = _object("aws", raw.get("aws", {}), (), ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds"))
+        obj = _object("aws", raw.get("aws", {}), (), AWS_FIELDS)
         subnet_ids = _string_list("aws.subnetIds", obj.get("subnetIds", []), _aws_id("subnet"))
         vpc_id = _aws_id("vpc")("aws.vpcId", obj["vpcId"]) if "vpcId" in obj else None
         if subnet_ids and vpc_id is None:
@@ -366,9 +428,10 @@ def parse_settings(
             allowed_security_group_ids=_string_list(
                 "aws.allowedSecurityGroupIds", obj.get("allowedSecurityGroupIds", []), _aws_id("sg")
             ),
+            **_aws_options(obj, environment),
         )
     elif provider == "gcp":
-        obj = _object("gcp", raw.get("gcp", {}), (), ("privateNetwork", "allowPublicIp", "privateServicesAccess"))
+        obj = _object("gcp", raw.get("gcp", {}), (), GCP_FIELDS)
         network = None
         if "privateNetwork" in obj:
             network = _string("gcp.privateNetwork", obj["privateNetwork"],
@@ -392,7 +455,8 @@ def parse_settings(
                 )
         assert gcp_project is not None and gcp_region is not None
         gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network,
-                          allow_public_ip=allow_public_ip, private_services_access=access)
+                          allow_public_ip=allow_public_ip, private_services_access=access,
+                          **_gcp_options(obj, gcp_region, read_replicas))
     else:
         obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
         # Replicas listen on the next ports, so they must fit below 65536 too.
@@ -403,6 +467,7 @@ def parse_settings(
 
     release_tunnel = _release_tunnel(raw["releaseUrl"]) if "releaseUrl" in raw else None
     tags = _tags(raw.get("tags", {}))
+    major_version = _major_version(provider, raw)
 
     if provider != "fly" and fly_api_token is not None:
         raise SettingsError(f"gaia-db:flyApiToken is set, but this stack's provider is {provider}; remove it.")
@@ -427,6 +492,7 @@ def parse_settings(
         admin_password=admin_password,
         release_tunnel=release_tunnel,
         tags=tags,
+        major_version=major_version,
     )
 
 
@@ -441,6 +507,78 @@ def _tags(value: Any) -> dict[str, str]:
             raise _fail(f"tags.{key}", item, "a tag value must be a string of lower-case letters, digits, _ or - "
                         "(at most 63 characters)")
     return dict(value)
+
+
+def _major_version(provider: Provider, raw: Mapping[str, Any]) -> int:
+    if "majorVersion" not in raw:
+        return DEFAULT_MAJOR_VERSION
+    if provider not in ("aws", "gcp"):
+        raise _fail("majorVersion", raw["majorVersion"], f"it applies to aws and gcp only ({provider} runs the "
+                    "version its image or server binaries carry); remove it")
+    return _choice("majorVersion", _int("majorVersion", raw["majorVersion"], (MAJOR_VERSIONS[0], MAJOR_VERSIONS[-1])),
+                   MAJOR_VERSIONS)
+
+
+def _in(key: str, value: Any, allowed: tuple[int, ...], what: str) -> int:
+    number = _int(key, value, (min(allowed), max(allowed)))
+    if number not in allowed:
+        raise _fail(key, value, what)
+    return number
+
+
+def _aws_options(obj: Mapping[str, Any], environment: Environment) -> dict[str, Any]:
+    """aws.{iamAuth, kmsKeyId, engineLifecycleSupport, caCertIdentifier, performanceInsightsRetentionDays,
+    monitoringInterval, logRetentionDays, alarmTopicArn}: each checked, each tier's default filled in."""
+    return dict(
+        iam_auth=_bool("aws.iamAuth", obj.get("iamAuth", False)),
+        kms_key_id=_string("aws.kmsKeyId", obj["kmsKeyId"], KMS_KEY_ARN,
+                           "it must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID) or alias ARN "
+                           "(arn:aws:kms:REGION:ACCOUNT:alias/NAME)") if "kmsKeyId" in obj else None,
+        engine_lifecycle_support=_choice("aws.engineLifecycleSupport", obj.get(
+            "engineLifecycleSupport", DEFAULT_ENGINE_LIFECYCLE[environment]), ENGINE_LIFECYCLE),
+        ca_cert_identifier=_choice("aws.caCertIdentifier", obj.get("caCertIdentifier", DEFAULT_CA_CERT_IDENTIFIER),
+                                   CA_CERT_IDENTIFIERS),
+        performance_insights_retention_days=_in(
+            "aws.performanceInsightsRetentionDays",
+            obj.get("performanceInsightsRetentionDays", DEFAULT_PERFORMANCE_INSIGHTS_DAYS[environment]),
+            PERFORMANCE_INSIGHTS_DAYS, "it must be 0 (off), 7, a multiple of 31 up to 713, or 731"),
+        monitoring_interval=_in("aws.monitoringInterval",
+                                obj.get("monitoringInterval", DEFAULT_MONITORING_INTERVAL[environment]),
+                                MONITORING_INTERVALS, "it must be one of 0 (off), 1, 5, 10, 15, 30, 60 (seconds)"),
+        log_retention_days=_in("aws.logRetentionDays", obj.get("logRetentionDays",
+                                                               DEFAULT_LOG_RETENTION_DAYS[environment]),
+                               LOG_RETENTION_DAYS, "it must be a CloudWatch Logs retention: "
+                               + ", ".join(map(str, LOG_RETENTION_DAYS)) + " (days)"),
+        alarm_topic_arn=_string("aws.alarmTopicArn", obj["alarmTopicArn"], SNS_TOPIC_ARN,
+                                "it must be an SNS topic ARN such as arn:aws:sns:us-west-2:123456789012:db-alerts")
+        if "alarmTopicArn" in obj else None,
+    )
+
+
+def _gcp_options(obj: Mapping[str, Any], region: str | None, read_replicas: int) -> dict[str, Any]:
+    """gcp.{iamAuth, encryptionKeyName, queryInsights, replicaZones, notificationChannels}."""
+    zone = re.compile(rf"^{re.escape(region or '')}-[a-z]$")
+    zones = _string_list("gcp.replicaZones", obj.get("replicaZones", []), lambda key, value: _string(
+        key, value, zone, f"it must be a zone of the region {region}, such as {region}-a"))
+    if zones and read_replicas == 0:
+        raise _fail("gcp.replicaZones", list(zones), "it only applies with readReplicas above 0")
+    key_name = _string(
+        "gcp.encryptionKeyName", obj["encryptionKeyName"], GCP_KMS_KEY,
+        "it must be a Cloud KMS key such as projects/P/locations/REGION/keyRings/R/cryptoKeys/K",
+    ) if "encryptionKeyName" in obj else None
+    if key_name is not None and key_name.split("/")[3] != region:
+        raise _fail("gcp.encryptionKeyName", key_name, f"Cloud SQL needs a key in the instance's region {region}")
+    return dict(
+        iam_auth=_bool("gcp.iamAuth", obj.get("iamAuth", False)),
+        encryption_key_name=key_name,
+        query_insights=_bool("gcp.queryInsights", obj.get("queryInsights", True)),
+        replica_zones=zones,
+        notification_channels=_string_list(
+            "gcp.notificationChannels", obj.get("notificationChannels", []),
+            lambda key, value: _string(key, value, GCP_NOTIFICATION_CHANNEL,
+                                       "it must be a notification channel such as projects/P/notificationChannels/123"),
+        ),
+    )
 
 
 def _check_fits(provider: Provider, size: Size, pool: Pool, *, production: bool, custom_size: bool) -> None:

@@ -109,7 +109,11 @@ def test_rds_primary_has_the_tier_and_every_safety_setting(env: str) -> None:
     tier, prod = TIERS[env], env == "prod"  # type: ignore[index]
     primary = ev.one(RDS, "primary")
     i = primary.inputs
-    assert i["engine"] == "postgres" and i["engineVersion"] == "16" and i["allowMajorVersionUpgrade"] is False
+    # The major version is pinned (gaia-db:majorVersion) and kept past standard support in prod (Extended Support),
+    # so allowing a major upgrade only lets a raised majorVersion through (test_cloud_options.py).
+    assert i["engine"] == "postgres" and i["engineVersion"] == "16" and i["allowMajorVersionUpgrade"] is True
+    assert i["engineLifecycleSupport"] == ("open-source-rds-extended-support" if prod
+                                           else "open-source-rds-extended-support-disabled")
     assert i["instanceClass"] == rds_instance_class(tier.size, production=prod,
                                                     connections=tier.pool.connections_needed)
     # RDS for PostgreSQL on gp3 starts at 20 GiB, above the dev tier's 10 GB.
