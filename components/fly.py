@@ -110,9 +110,10 @@ class FlyCluster(DatabaseCluster):
             "GAIA_FLY_RECOVERY_WINDOW": f"{settings.backup_retention_days}d" if settings.point_in_time_recovery else "",
             # Fly snapshots every volume daily; this is how long the snapshots are kept.
             "GAIA_FLY_SNAPSHOT_RETENTION_DAYS": str(settings.backup_retention_days),
-            # Only a size or replica count the stack sets itself may shrink the cluster.
+            # Only a size, replica count or retention the stack sets itself may shrink the cluster or its backups.
             "GAIA_FLY_EXACT_SIZE": _flag(fly.exact_size),
             "GAIA_FLY_EXACT_REPLICAS": _flag(fly.exact_replicas),
+            "GAIA_FLY_EXACT_RETENTION": _flag(fly.exact_retention),
             # An existing cluster is adopted only with its current password given (adminPassword).
             "GAIA_FLY_ADMIN_PASSWORD_GIVEN": _flag(settings.admin_password is not None),
         }

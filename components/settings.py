@@ -150,6 +150,7 @@ class AwsSettings:
     allowed_cidrs: tuple[str, ...]
     allowed_security_group_ids: tuple[str, ...]
     # issue 11 (defaults here are the prod-independent ones; parse_settings fills in the tier's)
+    exact_retention: bool  # likewise for shortening the backups an adopted cluster keeps
     iam_auth: bool = False
     kms_key_id: str | None = None  # None: RDS's AWS-managed key aws/rds
     engine_lifecycle_support: str = "open-source-rds-extended-support"
@@ -415,6 +416,7 @@ def parse_settings(
             )
     elif provider == "aws":
         obj = _object("aws", raw.get("aws", {}), (), AWS_FIELDS)
+            exact_retention="backupRetentionDays" in raw,
         subnet_ids = _string_list("aws.subnetIds", obj.get("subnetIds", []), _aws_id("subnet"))
         vpc_id = _aws_id("vpc")("aws.vpcId", obj["vpcId"]) if "vpcId" in obj else None
         if subnet_ids and vpc_id is None:

@@ -516,11 +516,13 @@ def test_a_globally_taken_app_name_asks_for_fly_app_name(fly: Fly) -> None:
 # --- adopting the cluster Gaia runs today -------------------------------------------------------------------------
 
 
-def seed_cluster(fly: Fly, app: str, *, machines: int, size: str, memory: str, volume_gb: int) -> str:
+def seed_cluster(fly: Fly, app: str, *, machines: int, size: str, memory: str, volume_gb: int,
+                 backups: bool = False) -> str:
     """A cluster made by hand, as the seed's scripts made gaia-db-<env>; returns flyctl's generated password."""
     done = subprocess.run(
         ["fly", "postgres", "create", "--name", app, "--org", "gaia", "--region", "lax", "--vm-size", size,
-         "--vm-memory", memory, "--volume-size", str(volume_gb), "--initial-cluster-size", str(machines)],
+         "--vm-memory", memory, "--volume-size", str(volume_gb), "--initial-cluster-size", str(machines),
+         *(["--enable-backups"] if backups else [])],
         env={"PATH": fly.path, "FAKE_FLY_STATE": str(fly.state_dir), "FLY_API_TOKEN": TOKEN},
         capture_output=True, text=True, check=True)
     return re.search(r"Password:\s+(\S+)", done.stdout).group(1)  # type: ignore[union-attr]
@@ -539,8 +541,9 @@ def test_an_existing_cluster_is_adopted_without_shrinking_or_restarting(fly: Fly
     assert adopting.cluster.inputs["environment"]["GAIA_FLY_ADMIN_PASSWORD_GIVEN"] == "true"
     assert adopting.password.inputs["environment"]["GAIA_FLY_ADMIN_PASSWORD"] == existing
     done, calls = ok(fly.run(adopting.cluster, "create"))
-    # Only the markers and the tier's snapshot retention: no machine, VM or volume is cut down to the dev tier.
-    assert [argv[:2] for argv in changes(calls)] == [["secrets", "set"]] * 2 + [["volumes", "update"]] * 3
+    # Only the markers: no machine, VM, volume or backup is cut down to the dev tier.
+    assert changes(calls) == [*markers("gaia-db-dev"), ["secrets", "set", "--stage", "--app", "gaia-db-dev",
+                                                         "GAIA_DB_CLUSTER_ADOPTED=…"]]
     after = fly.app("gaia-db-dev")
     assert [m["config"]["guest"] for m in after["machines"]] == [m["config"]["guest"] for m in before["machines"]]
     assert [v["size_gb"] for v in after["volumes"]] == [40, 40, 40]
@@ -548,6 +551,8 @@ def test_an_existing_cluster_is_adopted_without_shrinking_or_restarting(fly: Fly
     assert "keeping all 3 machines of gaia-db-dev, more than the tier's 1" in done.stderr
     assert "more than the tier's shared-cpu-1x / 256 MB; set size to change it" in done.stderr
     assert "is 40 GB, more than size.storageGb 10; Fly volumes cannot shrink, so it keeps 40 GB" in done.stderr
+    assert "snapshots 5 days, longer than the tier's 1; set backupRetentionDays to change it" in done.stderr
+    assert [v["snapshot_retention"] for v in after["volumes"]] == [5, 5, 5]
 
     # Its password is already the stack's: nothing is altered, no machine restarts; the database is created.
     done, calls = ok(fly.run(adopting.password, "create"))
@@ -557,6 +562,22 @@ def test_an_existing_cluster_is_adopted_without_shrinking_or_restarting(fly: Fly
 
     # The hand-over to a generated password is the later, explicit step: adminPassword removed.
     check_admin_password(fly, declare("dev"), "gaia-db-dev")
+    # What the stack sets itself applies: one day of snapshots, one machine.
+    _, calls = ok(fly.run(declare("dev", backupRetentionDays=1, readReplicas=0).cluster, "update"))
+    assert [argv[:2] for argv in changes(calls)] == [["machine", "destroy"], ["volumes", "destroy"]] * 2 + [
+        ["volumes", "update"]]
+    assert [v["snapshot_retention"] for v in fly.app("gaia-db-dev")["volumes"]] == [1]
+
+
+def test_an_adopted_cluster_keeps_its_longer_wal_window(fly: Fly) -> None:
+    existing = seed_cluster(fly, "gaia-db-staging", machines=1, size="shared-cpu-2x", memory="1024", volume_gb=50,
+                            backups=True)
+    done, calls = ok(fly.run(declare("staging", adminPassword=existing).cluster, "create"))
+    assert not [argv for argv in changes(calls) if argv[:2] in (["postgres", "backup"], ["postgres", "restart"])]
+    assert "keeping gaia-db-staging's WAL recovery window of 7d, longer than the tier's 3d" in done.stderr
+    assert fly.app("gaia-db-staging")["backup_config"]["recovery_window"] == "7d"
+    _, calls = ok(fly.run(declare("staging", adminPassword=existing, backupRetentionDays=3).cluster, "update"))
+    assert fly.app("gaia-db-staging")["backup_config"]["recovery_window"] == "3d"
 
 
 # --- the SQL the password script sends, on a real PostgreSQL ------------------------------------------------------
@@ -621,7 +642,8 @@ def test_commands_carry_secrets_only_in_their_secret_environment(env: str) -> No
     assert set(password.inputs["environment"]) == {"FLY_API_TOKEN", "GAIA_FLY_APP", "GAIA_FLY_ORG",
                                                    "GAIA_FLY_ADMIN_PASSWORD", "GAIA_FLY_DATABASE"}
     # Whatever would shrink the cluster is allowed only by the stack's own size / readReplicas.
-    assert (plain["GAIA_FLY_EXACT_SIZE"], plain["GAIA_FLY_EXACT_REPLICAS"]) == ("false", "false")
+    assert (plain["GAIA_FLY_EXACT_SIZE"], plain["GAIA_FLY_EXACT_REPLICAS"], plain["GAIA_FLY_EXACT_RETENTION"]) == (
+        "false", "false", "false")
     assert plain["GAIA_FLY_ADMIN_PASSWORD_GIVEN"] == "false"
     # The password is re-applied to a new cluster: the trigger is the id its creation staged.
     assert password.inputs["triggers"] == ["digest-1"]

@@ -105,6 +105,9 @@ elif what == "secrets":  # secrets list --json -> "name digest" (the status colu
 elif what == "window":  # flexctl backup config show -> the RecoveryWindow value, or nothing
     match = re.search(r"^\s*RecoveryWindow = (\S+)\s*$", text, re.M)
     print(match.group(1) if match else "")
+elif what == "days":  # a barman window (7d, 2w, 1y: postgres-flex barman_config.go) -> days, 0 when unreadable
+    match = re.fullmatch(r"\s*(\d+)([dwy])\s*", text)
+    print(int(match.group(1)) * {"d": 1, "w": 7, "y": 365}[match.group(2)] if match else 0)
 elif what == "scram":  # a password on stdin -> a SCRAM-SHA-256 verifier with a fresh salt
     print(scram(text, os.urandom(16), 4096))
 elif what == "password-matches":  # "password\nverifier" on stdin -> yes | no
@@ -183,7 +186,8 @@ run_quietly() {
 ensure_cluster() {
     require_env GAIA_FLY_ORG GAIA_FLY_REGION GAIA_FLY_VM_SIZE GAIA_FLY_VM_CPU_KIND GAIA_FLY_VM_CPUS \
         GAIA_FLY_VM_MEMORY_MB GAIA_FLY_VOLUME_GB GAIA_FLY_CLUSTER_SIZE GAIA_FLY_WAL_BACKUPS \
-        GAIA_FLY_SNAPSHOT_RETENTION_DAYS GAIA_FLY_EXACT_SIZE GAIA_FLY_EXACT_REPLICAS GAIA_FLY_ADMIN_PASSWORD_GIVEN
+        GAIA_FLY_SNAPSHOT_RETENTION_DAYS GAIA_FLY_EXACT_SIZE GAIA_FLY_EXACT_REPLICAS GAIA_FLY_EXACT_RETENTION \
+        GAIA_FLY_ADMIN_PASSWORD_GIVEN
     if [[ $GAIA_FLY_WAL_BACKUPS == true ]]; then
         require_env GAIA_FLY_RECOVERY_WINDOW
         # flyctl refuses backups below 512 MB (flypg/launcher.go, internal/command/postgres/postgres.go).
@@ -213,6 +217,8 @@ ensure_cluster() {
                 stage_marker GAIA_DB_CLUSTER_ID
                 # An adopted cluster has served: its volumes hold data, whatever its state.
                 stage_marker GAIA_DB_CLUSTER_READY
+                # Its backups are kept at least as long as it kept them (converge).
+                stage_marker GAIA_DB_CLUSTER_ADOPTED
             fi
             finish_cluster
             ;;
@@ -329,9 +335,12 @@ finish_cluster() {
 
 # Growth is always applied; whatever would shrink the cluster (a smaller VM, fewer standbys) only when the stack
 # sets that value itself (size, readReplicas) rather than taking the tier's: an adopted cluster is never cut down to a
-# tier nobody asked for. Fly volumes cannot shrink at all.
+# tier nobody asked for. Likewise an adopted cluster's backups are kept longer than the tier's unless
+# backupRetentionDays is set. Fly volumes cannot shrink at all.
 converge() {
-    local machines primary
+    local machines primary secrets adopted=false
+    secrets=$(secret_rows)
+    [[ -z $(secret_digest GAIA_DB_CLUSTER_ADOPTED "$secrets") || $GAIA_FLY_EXACT_RETENTION == true ]] || adopted=true
     primary=$(wait_for_primary)
     [[ -n $primary ]] ||
         die "no machine of $APP reports the primary role; check fly status --app $APP and run again once it is healthy (nothing was changed)."
@@ -391,7 +400,9 @@ converge() {
             say "extending volume $id from $size GB to $GAIA_FLY_VOLUME_GB GB"
             fly volumes extend "$id" --app "$APP" --size "$GAIA_FLY_VOLUME_GB" --yes >&2
         fi
-        if [[ $retention != "$GAIA_FLY_SNAPSHOT_RETENTION_DAYS" || $auto != true ]]; then
+        if [[ $adopted == true ]] && ((retention > GAIA_FLY_SNAPSHOT_RETENTION_DAYS)); then
+            say "keeping volume $id's snapshots $retention days, longer than the tier's $GAIA_FLY_SNAPSHOT_RETENTION_DAYS; set backupRetentionDays to change it"
+        elif [[ $retention != "$GAIA_FLY_SNAPSHOT_RETENTION_DAYS" || $auto != true ]]; then
             say "daily snapshots of volume $id, kept $GAIA_FLY_SNAPSHOT_RETENTION_DAYS days"
             fly volumes update "$id" --app "$APP" --snapshot-retention "$GAIA_FLY_SNAPSHOT_RETENTION_DAYS" \
                 --scheduled-snapshots >&2
@@ -399,16 +410,16 @@ converge() {
     done <<<"$volumes"
 
     # 4. WAL archiving (point-in-time recovery) to Tigris.
-    [[ $GAIA_FLY_WAL_BACKUPS != true ]] || converge_wal_backups
+    [[ $GAIA_FLY_WAL_BACKUPS != true ]] || converge_wal_backups "$adopted"
 
-    local final secrets
+    local final
     final=$(fly machine list --app "$APP" --json)
     secrets=$(secret_rows)
     fly_query summary "$(secret_digest GAIA_DB_CLUSTER_ID "$secrets")" <<<"$final"
 }
 
 converge_wal_backups() {
-    local secrets shown deploy=false
+    local adopted=$1 secrets shown current deploy=false
     secrets=$(secret_rows)
     if [[ -z $(secret_digest S3_ARCHIVE_CONFIG "$secrets") ]]; then
         say "enabling WAL backups on $APP"
@@ -429,7 +440,12 @@ converge_wal_backups() {
         fly secrets deploy --app "$APP" >&2
     fi
     shown=$(fly postgres backup config show --app "$APP" 2>&1)
-    [[ $(fly_query window <<<"$shown") != "$GAIA_FLY_RECOVERY_WINDOW" ]] || return 0
+    current=$(fly_query window <<<"$shown")
+    [[ $current != "$GAIA_FLY_RECOVERY_WINDOW" ]] || return 0
+    if [[ $adopted == true ]] && (($(fly_query days <<<"$current") > $(fly_query days <<<"$GAIA_FLY_RECOVERY_WINDOW"))); then
+        say "keeping $APP's WAL recovery window of $current, longer than the tier's $GAIA_FLY_RECOVERY_WINDOW; set backupRetentionDays to change it"
+        return 0
+    fi
 
     say "WAL backups of $APP keep a recovery window of $GAIA_FLY_RECOVERY_WINDOW"
     local answer
