@@ -55,6 +55,15 @@ TAG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TAG_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 RESERVED_TAGS = ("project", "environment", "managed-by")
 MAX_TAGS = 40
+# Override keys for an adopted RDS / Cloud SQL instance (docs/RUNBOOK.md §8). Instance names leave room for the
+# replicas' `-replica-N` under RDS's 63 characters.
+MAX_INSTANCE_NAME = 53
+RDS_IDENTIFIER = re.compile(rf"^(?=.{{1,{MAX_INSTANCE_NAME}}}$)[a-z](?:-?[a-z0-9])*$")
+CLOUDSQL_INSTANCE = re.compile(rf"^(?=.{{1,{MAX_INSTANCE_NAME}}}$)[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+MASTER_USERNAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+RDS_SUBNET_GROUP = re.compile(r"^[a-z0-9][a-z0-9 ._-]{0,254}$")
+AWS_ADOPTION_FIELDS = ("identifier", "masterUsername", "storageEncrypted", "subnetGroupName")
+GCP_ADOPTION_FIELDS = ("instanceName", "adminUser")
 
 # --- issue 11: the cloud options experienced RDS / Cloud SQL users expect (README's config table, docs/RUNBOOK.md) ---
 # The PostgreSQL major version both clouds run; raising it is an in-place upgrade (docs/RUNBOOK.md §major upgrades).
@@ -91,9 +100,9 @@ GCP_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[a-z0-9-]+/keyRings/[^/]+/c
 GCP_NOTIFICATION_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[0-9]+$")
 AWS_FIELDS = ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "iamAuth", "kmsKeyId",
               "engineLifecycleSupport", "caCertIdentifier", "performanceInsightsRetentionDays", "monitoringInterval",
-              "logRetentionDays", "alarmTopicArn")
+              "logRetentionDays", "alarmTopicArn", *AWS_ADOPTION_FIELDS)
 GCP_FIELDS = ("privateNetwork", "allowPublicIp", "privateServicesAccess", "iamAuth", "encryptionKeyName",
-              "queryInsights", "replicaZones", "notificationChannels")
+              "queryInsights", "replicaZones", "notificationChannels", *GCP_ADOPTION_FIELDS)
 
 
 class SettingsError(pulumi.RunError):
@@ -141,6 +150,7 @@ class FlySettings:
     # a standby (an adopted cluster is never cut down to a tier nobody asked for).
     exact_size: bool
     exact_replicas: bool
+    exact_retention: bool  # likewise for shortening the backups an adopted cluster keeps
 
 
 @dataclass(frozen=True)
@@ -149,8 +159,12 @@ class AwsSettings:
     subnet_ids: tuple[str, ...]
     allowed_cidrs: tuple[str, ...]
     allowed_security_group_ids: tuple[str, ...]
+    # An adopted instance's own names and replace-forcing settings (docs/RUNBOOK.md §8); the defaults are a new one's.
+    identifier: str = ""  # the RDS instance identifier; parse_settings fills in gaia-<env>
+    master_username: str = ""  # parse_settings fills in gaia_<env>
+    storage_encrypted: bool = True
+    subnet_group_name: str | None = None  # the instance's existing DB subnet group; None: the stack declares one
     # issue 11 (defaults here are the prod-independent ones; parse_settings fills in the tier's)
-    exact_retention: bool  # likewise for shortening the backups an adopted cluster keeps
     iam_auth: bool = False
     kms_key_id: str | None = None  # None: RDS's AWS-managed key aws/rds
     engine_lifecycle_support: str = "open-source-rds-extended-support"
@@ -170,6 +184,9 @@ class GcpSettings:
     allow_public_ip: bool = False
     # "create": declare the VPC's private services access (a reserved range + the peering); "existing": it is there.
     private_services_access: str = "create"
+    # An adopted instance's own names (docs/RUNBOOK.md §8); parse_settings fills in gaia-<env> and gaia_<env>.
+    instance_name: str = ""
+    admin_user: str = ""
     # issue 11
     iam_auth: bool = False
     encryption_key_name: str | None = None  # None: Google-managed encryption
@@ -399,6 +416,7 @@ def parse_settings(
                              "with a letter, not ending with a dash)"),
             exact_size="size" in raw,
             exact_replicas="readReplicas" in raw,
+            exact_retention="backupRetentionDays" in raw,
         )
         if fly.flavor == "mpg":
             # `fly mpg create` takes a fixed --plan (no CPU, memory or replica flags), generates the credentials
@@ -416,7 +434,6 @@ def parse_settings(
             )
     elif provider == "aws":
         obj = _object("aws", raw.get("aws", {}), (), AWS_FIELDS)
-            exact_retention="backupRetentionDays" in raw,
         subnet_ids = _string_list("aws.subnetIds", obj.get("subnetIds", []), _aws_id("subnet"))
         vpc_id = _aws_id("vpc")("aws.vpcId", obj["vpcId"]) if "vpcId" in obj else None
         if subnet_ids and vpc_id is None:
@@ -431,6 +448,7 @@ def parse_settings(
                 "aws.allowedSecurityGroupIds", obj.get("allowedSecurityGroupIds", []), _aws_id("sg")
             ),
             **_aws_options(obj, environment),
+            **_aws_adoption(obj, environment, subnet_ids),
         )
     elif provider == "gcp":
         obj = _object("gcp", raw.get("gcp", {}), (), GCP_FIELDS)
@@ -458,7 +476,7 @@ def parse_settings(
         assert gcp_project is not None and gcp_region is not None
         gcp = GcpSettings(project=gcp_project, region=gcp_region, private_network=network,
                           allow_public_ip=allow_public_ip, private_services_access=access,
-                          **_gcp_options(obj, gcp_region, read_replicas))
+                          **_gcp_options(obj, gcp_region, read_replicas), **_gcp_adoption(obj, environment))
     else:
         obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
         # Replicas listen on the next ports, so they must fit below 65536 too.
@@ -580,6 +598,42 @@ def _gcp_options(obj: Mapping[str, Any], region: str | None, read_replicas: int)
             lambda key, value: _string(key, value, GCP_NOTIFICATION_CHANNEL,
                                        "it must be a notification channel such as projects/P/notificationChannels/123"),
         ),
+    )
+
+
+def _aws_adoption(obj: Mapping[str, Any], environment: Environment, subnet_ids: tuple[str, ...]) -> dict[str, Any]:
+    """aws.{identifier, masterUsername, storageEncrypted, subnetGroupName}: what an instance made outside the stack
+    has, where a difference would replace it (identifier, username, storage_encrypted) or fail the update (RDS
+    cannot move an instance to another subnet group in the same VPC)."""
+    group = _string("aws.subnetGroupName", obj["subnetGroupName"], RDS_SUBNET_GROUP,
+                    "it must be an RDS DB subnet group name (lower-case letters, digits, spaces, periods, underscores "
+                    "and dashes, at most 255)") if "subnetGroupName" in obj else None
+    if group is not None and subnet_ids:
+        raise _fail("aws.subnetGroupName", group, "aws.subnetIds describe the subnet group the stack makes, and with "
+                    "aws.subnetGroupName it makes none; remove one of them")
+    return dict(
+        identifier=_string("aws.identifier", obj.get("identifier", names.cloud_name("aws", environment)),
+                           RDS_IDENTIFIER, "it must be an RDS instance identifier: lower-case letters, digits and "
+                           f"single dashes, starting with a letter, at most {MAX_INSTANCE_NAME} characters (replicas "
+                           "add -replica-N)"),
+        master_username=_string("aws.masterUsername", obj.get("masterUsername", names.admin_user(environment)),
+                                MASTER_USERNAME, "it must be an RDS master username: a lower-case letter, then "
+                                "letters, digits or underscores (at most 63 characters)"),
+        storage_encrypted=_bool("aws.storageEncrypted", obj.get("storageEncrypted", True)),
+        subnet_group_name=group,
+    )
+
+
+def _gcp_adoption(obj: Mapping[str, Any], environment: Environment) -> dict[str, Any]:
+    """gcp.{instanceName, adminUser}: the names of an instance made outside the stack (each replaces what it names)."""
+    return dict(
+        instance_name=_string("gcp.instanceName", obj.get("instanceName", names.cloud_name("gcp", environment)),
+                              CLOUDSQL_INSTANCE, "it must be a Cloud SQL instance name: lower-case letters, digits "
+                              f"and dashes, starting with a letter, at most {MAX_INSTANCE_NAME} characters (replicas "
+                              "add -replica-N)"),
+        admin_user=_string("gcp.adminUser", obj.get("adminUser", names.admin_user(environment)), IDENTIFIER,
+                           "it must be a lower-case PostgreSQL identifier (letters, digits, underscores; at most 63 "
+                           "characters)"),
     )
 
 

@@ -187,6 +187,15 @@ def cmd_diff_schema(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CHECK if diffs else 0
 
 
+def cmd_import_plan(args: argparse.Namespace) -> int:
+    from dbops.import_plan import import_plan
+
+    plan = import_plan(args.provider, args.environment, identifier=args.identifier, replicas=args.replicas,
+                       database_name=args.database_name, admin_user=args.admin_user, project=args.project)
+    print(json.dumps(plan, indent=2))
+    return 0
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -325,6 +334,25 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("b", metavar="URL_B")
     diff.add_argument("--json", action="store_true", help="print JSON instead of lines")
     diff.set_defaults(handler=cmd_diff_schema)
+
+    plan = commands.add_parser(
+        "import-plan",
+        help="the resources file `pulumi import --file` takes to adopt an existing RDS / Cloud SQL instance",
+        description="Prints JSON for `pulumi import --file FILE --generate-code=false`: the stack's components and "
+        "the existing instance, its replicas (named <identifier>-replica-<n>) and, on gcp, its database and admin "
+        "user, under the names the program declares. Pass the values the stack's config sets (aws.identifier / "
+        "gcp.instanceName, databaseName, gcp.adminUser). Needs no cloud access (docs/RUNBOOK.md §8).",
+    )
+    plan.add_argument("--provider", required=True, choices=("aws", "gcp"))
+    plan.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    plan.add_argument("--identifier", metavar="NAME",
+                      help="the instance's name on its cloud, as aws.identifier / gcp.instanceName (default gaia-ENV)")
+    plan.add_argument("--replicas", type=_count, metavar="N",
+                      help="how many of the stack's read replicas exist already (default: the tier's)")
+    plan.add_argument("--project", metavar="ID", help="gcp: the instance's project (required for gcp)")
+    plan.add_argument("--database-name", metavar="NAME", help="gcp: as databaseName (default llm_platform)")
+    plan.add_argument("--admin-user", metavar="NAME", help="gcp: as gcp.adminUser (default gaia_ENV)")
+    plan.set_defaults(handler=cmd_import_plan)
     return top
 
 
