@@ -408,6 +408,8 @@ def test_a_create_that_failed_at_any_step_converges_on_the_next_run(fly: Fly, en
     done, _ = fly.run(program.cluster, "create", FAKE_FLY_FAIL_AT=step, FAKE_FLY_FAIL_MACHINE=str(machine))
     assert done.returncode == 1
     assert "fly postgres create stopped halfway (Error: " in done.stderr and "run pulumi up again" in done.stderr
+    if step == "health":  # flyctl's progress reaches the log as it comes, not only its final error
+        assert "to become healthy (started, 1/3)" in done.stderr
     left = fly.state()["apps"].get(app_name)
     assert (left is None) == (step == "app")  # flyctl never rolls back
 

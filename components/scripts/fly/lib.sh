@@ -173,11 +173,16 @@ tos_sentence() {
 }
 
 # Runs flyctl with its stdout discarded (create and backup enable print passwords and Tigris keys there) and its
-# stderr shown and kept in $FLY_ERRORS for the caller to read.
+# stderr shown as it comes (a create waits minutes for health checks) and kept in $FLY_ERRORS for the caller.
 run_quietly() {
-    local status=0
-    FLY_ERRORS=$(fly "$@" 2>&1 >/dev/null) || status=$?
-    [[ -z $FLY_ERRORS ]] || printf '%s\n' "$FLY_ERRORS" >&2
+    local log status
+    log=$(mktemp)
+    set +e
+    fly "$@" 2>&1 >/dev/null | tee "$log" >&2
+    status=${PIPESTATUS[0]}
+    set -e
+    FLY_ERRORS=$(<"$log")
+    rm -f "$log"
     return "$status"
 }
 
