@@ -36,6 +36,8 @@ GOOGLE_TYPES = {
     "gcp:servicenetworking/connection:Connection": (
         "google/services/servicenetworking/resource_service_networking_connection.go",
         "ResourceServiceNetworkingConnection"),
+    "gcp:monitoring/alertPolicy:AlertPolicy": (
+        "google/services/monitoring/resource_monitoring_alert_policy.go", "ResourceMonitoringAlertPolicy"),
 }
 # Data-holding types: a replacement loses or moves data. `name` is the input that fixes the cloud-side name.
 DATA_HOLDING = {
@@ -113,6 +115,14 @@ AWS_OTHER = {
     "aws:rds/parameterGroup:ParameterGroup": ["name", "name_prefix", "family", "description"],
     "aws:rds/subnetGroup:SubnetGroup": ["name", "name_prefix"],
     "aws:ec2/securityGroup:SecurityGroup": ["name", "name_prefix", "vpc_id", "description"],
+    # issue 11's monitoring resources, likewise by hand (internal/service/logs/group.go, iam/role.go,
+    # iam/role_policy_attachment.go, cloudwatch/metric_alarm.go, rds/event_subscription.go): names are ForceNew;
+    # a log group's retention, an alarm's threshold and an event subscription's topic and categories update in place.
+    "aws:cloudwatch/logGroup:LogGroup": ["name", "name_prefix"],
+    "aws:iam/role:Role": ["name", "name_prefix", "path"],
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ["role", "policy_arn"],
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ["name"],
+    "aws:rds/eventSubscription:EventSubscription": ["name", "name_prefix"],
 }
 
 

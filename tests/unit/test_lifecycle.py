@@ -189,7 +189,39 @@ def scenarios(env: str, provider: str) -> list[Scenario]:
         Scenario("pool instances up", {}, {"pool": {"size": 10, "maxOverflow": 20, "instances": 3}}),
         Scenario("no change", {}, {}),
     ]
+    # Issue 11's keys, each turned on (or moved) after the first deploy. Raising the pinned major version is an
+    # in-place update on both clouds (engine_version / database_version are not ForceNew).
+    found += [
+        Scenario("majorVersion 16 -> 17", {"readReplicas": 1}, {"readReplicas": 1, "majorVersion": 17}),
+        Scenario("tags and managed-by", {"tags": {"team": "platform"}}, {"tags": {"team": "data"}}),
+    ]
+    if provider == "aws":
+        topic = "arn:aws:sns:us-west-2:123456789012:gaia-db-alerts"
+        found += [Scenario(f"aws.{key} on", {"readReplicas": 1}, {"readReplicas": 1, "aws": {key: value}})
+                  for key, value in (
+            ("iamAuth", True), ("performanceInsightsRetentionDays", 31), ("monitoringInterval", 30),
+            ("logRetentionDays", 90), ("alarmTopicArn", topic), ("caCertIdentifier", "rds-ca-rsa4096-g1"),
+            ("engineLifecycleSupport", "open-source-rds-extended-support"
+             if env != "prod" else "open-source-rds-extended-support-disabled"),
+        )]
+        # The documented hazard (README): a customer-managed key is chosen at creation; set later, it replaces the
+        # instance (kms_key_id is ForceNew). The final snapshot still gets a new name (the key is a keeper).
+        if env != "dev":
+            key = "arn:aws:kms:us-west-2:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+            found.append(Scenario("aws.kmsKeyId set later", {}, {"aws": {"kmsKeyId": key}},
+                                  expected=["would be replaced", "keeps its name"]))
     if provider == "gcp":
+        base = {"allowPublicIp": True} if env == "prod" else {}
+        channel = "projects/gaia-project/notificationChannels/1234567890"
+        found += [
+            Scenario(f"gcp.{key} on", {"readReplicas": 2, "gcp": base},
+                     {"readReplicas": 2, "gcp": {**base, key: value}})
+            for key, value in (("iamAuth", True), ("queryInsights", False),
+                               ("replicaZones", ["us-west1-a", "us-west1-b"]), ("notificationChannels", [channel]))
+        ]
+        found.append(Scenario("gcp.encryptionKeyName set later", {"gcp": base}, {"gcp": {
+            **base, "encryptionKeyName": "projects/gaia-project/locations/us-west1/keyRings/db/cryptoKeys/gaia"}},
+            expected=["would be replaced", "keeps its name"]))
         found.append(Scenario("disk autoresized", {"readReplicas": 2}, {"readReplicas": 2}, grow_cloudsql_disks))
     if provider == "aws":
         found.append(Scenario("storage autoscaled", {}, {}, grow_rds_storage))
@@ -227,8 +259,12 @@ def test_the_second_up_is_safe(env: str, provider: str, scenario: Scenario) -> N
 def test_the_table_covers_every_type_the_program_declares() -> None:
     declared = {r.type for env in ("dev", "prod") for p in ("aws", "gcp") for r in
                 evaluate(env, provider_config(env, p, readReplicas=1)).resources
-                if r.custom and r.type.startswith(("aws:rds", "aws:ec2", "gcp:sql", "gcp:compute",
-                                                   "gcp:servicenetworking"))}
+                if r.custom and not r.type.startswith(("random:", "pulumi"))}
+    options = {"aws": {"aws": {"alarmTopicArn": "arn:aws:sns:us-west-2:123456789012:alerts", "monitoringInterval": 60}},
+               "gcp": {"gcp": {"allowPublicIp": True, "notificationChannels": ["projects/p/notificationChannels/1"]}}}
+    declared |= {r.type for p in ("aws", "gcp") for r in
+                 evaluate("prod", provider_config("prod", p, readReplicas=1, **options[p])).resources if r.custom
+                 and not r.type.startswith(("random:", "pulumi"))}
     network = evaluate("staging", provider_config(
         "staging", "gcp", gcp={"privateNetwork": "projects/p/global/networks/n"}))
     declared |= {r.type for r in network.resources if r.type.startswith("gcp:")}
