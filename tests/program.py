@@ -127,6 +127,8 @@ class FakeCloud(mocks.Mocks):
                 machines = [f"m{index:013x}" for index in range(size)]
                 stdout = json.dumps({"clusterId": "digest-1", "primary": machines[0], "replicas": machines[1:]})
             outputs.update(stdout=stdout, stderr="")
+        elif args.typ == "aws:iam/role:Role":
+            outputs["arn"] = f"arn:aws:iam::123456789012:role/{outputs['name']}"
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
                            connectionName=f"gaia-project:us-west1:{name}")
