@@ -32,6 +32,7 @@ from dbops import migrate, roles, seed
 from dbops.errors import DbopsError
 from dbops.names import ENVIRONMENTS, OWNER_ROLE
 from dbops.schema_diff import Difference, Snapshot, compare, read_snapshot
+from dbops.urls import DatabaseUrl
 
 Progress = Callable[[str], None]
 Conn = psycopg.Connection[Any]
@@ -199,14 +200,14 @@ def _apply(conn: Connection, raw: Conn, plan: Plan) -> int:
     return cursor.rowcount
 
 
-def adopt(url: str, *, wait_seconds: float, progress: Progress | None = None) -> bool:
-    """Adopt a seed-made database at `url` (admin login) to revision 0001; False when it is not one (nothing done).
+def adopt(target: DatabaseUrl, *, wait_seconds: float, progress: Progress | None = None) -> bool:
+    """Adopt a seed-made database at `target` (admin login) to revision 0001; False when it is not one (nothing done).
 
     Raises DbopsError, having changed nothing, when its schema differs from 0001 in more than the seed's ways.
     """
     say = progress or (lambda _message: None)
     try:
-        with migrate.migration_connection(url, wait_seconds=wait_seconds, as_owner=False) as conn, conn.begin():
+        with migrate.migration_connection(target, wait_seconds=wait_seconds, as_owner=False) as conn, conn.begin():
             raw = conn.connection.driver_connection
             assert isinstance(raw, psycopg.Connection)  # SQLAlchemy's psycopg dialect, on a live connection
             if not _seed_made(raw):

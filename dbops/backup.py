@@ -250,7 +250,7 @@ def dump(url: str, output: Path, *, progress: Progress | None = None) -> dict[st
 
 
 def _count_tables(url: str) -> int:
-    with connect(url, wait_seconds=10) as conn:
+    with connect(parse_url(url), wait_seconds=10) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -273,7 +273,7 @@ def restore(url: str, dump_file: Path, new_database: str, *, no_owner: bool = Fa
     pg_restore = client_binary("pg_restore")
     contents = _archive_list(pg_restore, dump_file, url)  # also refuses an archive whose contents are unreadable
     gaia_owned = _owned_by_gaia(contents)
-    with connect(url, wait_seconds=10) as conn:
+    with connect(server, wait_seconds=10) as conn:
         exists = conn.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (new_database,))
         if exists.fetchone() == (True,):
             raise DbopsError(
@@ -345,7 +345,7 @@ def _prepare_gaia_roles(new_url: str, new_database: str) -> None:
     # exist with CREATE on schema public before the archive's own GRANTs (restored last) arrive. The release's
     # first step prepares exactly that (roles, schema privileges, CONNECT on the database), idempotently.
     try:
-        with connect(new_url, wait_seconds=10) as conn, conn.transaction():
+        with connect(parse_url(new_url), wait_seconds=10) as conn, conn.transaction():
             roles.ensure_roles(conn)
     except psycopg.Error as exc:
         raise DbopsError(f"preparing the gaia-db roles in {new_database} failed: "
@@ -370,7 +370,7 @@ def _create_extensions(new_url: str, new_database: str, contents: list[str], say
     names = [m.group(1) for line in contents if (m := _EXTENSION_ENTRY.match(line))]
     if not names:
         return
-    with connect(new_url, wait_seconds=10) as conn:
+    with connect(parse_url(new_url), wait_seconds=10) as conn:
         for name in names:
             try:
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
@@ -390,7 +390,7 @@ def _create_extensions(new_url: str, new_database: str, contents: list[str], say
 def _drop_quietly(url: str, database: str) -> bool:
     """Drop `database` (made by this run); whether it is gone. FORCE ends a session pg_restore may still have open."""
     try:
-        with connect(url, wait_seconds=10) as conn:
+        with connect(parse_url(url), wait_seconds=10) as conn:
             force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(database), force))
     except (psycopg.Error, DbopsError):

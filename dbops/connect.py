@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psycopg
 
 from dbops.errors import DbopsError
-from dbops.urls import DatabaseUrl, normalize_url, parse_url
+from dbops.urls import DatabaseUrl
 
 Progress = Callable[[str], None]
 
@@ -77,15 +77,15 @@ def url_refused(target: DatabaseUrl) -> DbopsError:
 
 
 def connect(
-    url: str,
+    target: DatabaseUrl,
     *,
     wait_seconds: float,
     progress: Progress | None = None,
     autocommit: bool = True,
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect, retrying what a starting server outgrows with capped exponential backoff until `wait_seconds`."""
-    target = parse_url(url)
-    conninfo = normalize_url(url)
+    """Connect to `target` (parsed once by the caller, `dbops.urls.parse_url`), retrying what a starting server
+    outgrows with capped exponential backoff until `wait_seconds`."""
+    conninfo = target.conninfo
     deadline = time.monotonic() + wait_seconds
     delay = FIRST_DELAY
     attempt = 0

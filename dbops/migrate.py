@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE
+from dbops.urls import DatabaseUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
@@ -61,14 +62,14 @@ def describe(revision: str) -> str:
 
 
 def open_migration_session(
-    url: str, *, wait_seconds: float, as_owner: bool = True
+    target: DatabaseUrl, *, wait_seconds: float, as_owner: bool = True
 ) -> psycopg.Connection[tuple[object, ...]]:
     """A connection set up for migrating: session timeouts and `SET ROLE` to the owner, outside any transaction.
 
     The settings are issued in autocommit so a later rollback cannot undo them. `as_owner=False` stays the login
     user (adoption, which runs before the owner role may exist).
     """
-    conn = connect(url, wait_seconds=wait_seconds, autocommit=True)
+    conn = connect(target, wait_seconds=wait_seconds, autocommit=True)
     try:
         for statement in MIGRATION_SETTINGS if as_owner else SESSION_SETTINGS:
             conn.execute(statement)  # constant SQL
@@ -83,11 +84,13 @@ def open_migration_session(
 
 
 @contextmanager
-def migration_connection(url: str, *, wait_seconds: float, as_owner: bool = True) -> Iterator[Connection]:
+def migration_connection(
+    target: DatabaseUrl, *, wait_seconds: float, as_owner: bool = True
+) -> Iterator[Connection]:
     """A SQLAlchemy connection on a migration session, for Alembic."""
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: open_migration_session(url, wait_seconds=wait_seconds, as_owner=as_owner),
+        creator=lambda: open_migration_session(target, wait_seconds=wait_seconds, as_owner=as_owner),
         poolclass=NullPool,
     )
     try:
@@ -135,7 +138,7 @@ def _plan(conn: Connection, target: str) -> tuple[str | None, list[str]]:
 
 
 def upgrade(
-    url: str,
+    database: DatabaseUrl,
     *,
     target: str = "head",
     wait_seconds: float = 30.0,
@@ -155,7 +158,7 @@ def upgrade(
         if progress:
             progress(f"applied {describe(revision)}")
 
-    with migration_connection(url, wait_seconds=wait_seconds) as conn:
+    with migration_connection(database, wait_seconds=wait_seconds) as conn:
         current, plan = _plan(conn, target)
         if not plan:
             if progress:
@@ -180,10 +183,10 @@ def upgrade(
     return applied
 
 
-def downgrade(url: str, *, target: str, wait_seconds: float = 30.0) -> None:
+def downgrade(database: DatabaseUrl, *, target: str, wait_seconds: float = 30.0) -> None:
     """Downgrade to `target` (e.g. `base`) as the owner role; for tests and emergencies. Caller holds the lock."""
     config = alembic_config()
-    with migration_connection(url, wait_seconds=wait_seconds) as conn:
+    with migration_connection(database, wait_seconds=wait_seconds) as conn:
         current_revision(conn)
         config.attributes["connection"] = conn
         try:

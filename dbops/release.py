@@ -15,7 +15,7 @@ from dbops import adopt, locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.names import ENVIRONMENTS, RELEASE_WAIT_SECONDS, SERVICE_ROLES, SERVICES
-from dbops.urls import parse_url, with_credentials
+from dbops.urls import parse_url
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 EMAIL_MAX = 255  # users.email is VARCHAR(255)
@@ -118,7 +118,8 @@ def release(
 
     Safe to run again and concurrently (one release at a time per database). A missing role password is generated
     only for a role that cannot log in yet (new), or for every role with `rotate_passwords`; otherwise the role keeps
-    its password. A missing admin key is generated only when there is no active one.
+    its password. A missing admin key is generated only when there is no active one. The URL is parsed here, once;
+    everything inward takes the parsed value.
     """
     say = progress or (lambda _message: None)
     target = parse_url(database_url)
@@ -128,20 +129,20 @@ def release(
         _check_secret("the admin API key", admin_api_key)
 
     say(f"release of {environment}: database {target.database} at {target.location}")
-    with connect(database_url, wait_seconds=wait_seconds, progress=say) as conn:
+    with connect(target, wait_seconds=wait_seconds, progress=say) as conn:
         with _step("setting session limits"):
             for statement in migrate.SESSION_SETTINGS:
                 conn.execute(statement)  # constant SQL
         with locking.release_lock(conn, progress=say):
             # A database the seed's script made (its tables, no revision) is brought to 0001 in place, or
             # refused with nothing changed; any other database is left to the migrations.
-            adopt.adopt(database_url, wait_seconds=wait_seconds, progress=say)
+            adopt.adopt(target, wait_seconds=wait_seconds, progress=say)
             with _step("preparing roles"), conn.transaction():
                 passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)
                 for change in roles.reconcile_roles(conn):
                     say(f"role reconciled: {change}")
-            applied = migrate.upgrade(database_url, wait_seconds=wait_seconds, progress=say)
+            applied = migrate.upgrade(target, wait_seconds=wait_seconds, progress=say)
             # Passwords, grants and seed in one transaction: all or nothing.
             with _step("granting privileges and seeding the admin"), conn.transaction():
                 roles.set_passwords(conn, passwords)
@@ -157,7 +158,7 @@ def release(
     return ReleaseResult(
         revision=revision,
         service_urls={
-            service: with_credentials(database_url, user=SERVICE_ROLES[service], password=password)
+            service: target.with_credentials(user=SERVICE_ROLES[service], password=password)
             for service, password in passwords.items()
         },
         admin_api_key=generated_key,

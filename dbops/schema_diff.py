@@ -123,7 +123,7 @@ def snapshot(url: str, *, wait_seconds: float = 10.0) -> Snapshot:
     target = parse_url(url)
     label = f"database {target.database} at {target.location}"
     try:
-        with connect(url, wait_seconds=wait_seconds) as conn:
+        with connect(target, wait_seconds=wait_seconds) as conn:
             conn.execute("SET statement_timeout = '60s'")
             conn.execute("SET search_path = pg_catalog")  # pg_get_* output qualifies every non-catalog name
             return read_snapshot(conn, label)

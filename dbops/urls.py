@@ -161,7 +161,10 @@ def _with_query(base: str, params: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class DatabaseUrl:
-    """The parts of a PostgreSQL URL the release needs; `password` is kept out of repr."""
+    """A checked PostgreSQL URL, parsed once at the edge and passed inward (connect, migrate, service URLs).
+
+    `password` and `conninfo` (the normalised URL that libpq is given, password included) are kept out of repr.
+    """
 
     user: str
     password: str = field(repr=False)
@@ -170,6 +173,15 @@ class DatabaseUrl:
     database: str
     sslmode: str | None
     socket_dir: str | None = None
+    conninfo: str = field(default="", repr=False, compare=False)
+    # `host:port` and the path as written, and the allowed query parameters: what another login's URL keeps.
+    netloc_host: str = field(default="", repr=False, compare=False)
+    path: str = field(default="", repr=False, compare=False)
+    query: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+
+    def with_credentials(self, *, user: str, password: str) -> str:
+        """The same server, database and query as this URL, logged in as another user (see `with_credentials`)."""
+        return _login_url(self.netloc_host, self.path, dict(self.query), user=user, password=password)
 
     @property
     def location(self) -> str:
@@ -182,7 +194,8 @@ class DatabaseUrl:
 
 def parse_url(url: str) -> DatabaseUrl:
     """Parse a PostgreSQL URL; raises DbopsError (never echoing the URL, which may hold a password)."""
-    parts, query = split_url(url)
+    conninfo = _normalized(url)
+    parts, query = _checked_split(conninfo)
     port = parts.port or DEFAULT_PORT
     database = unquote(parts.path.removeprefix("/"))  # one slash only, as libpq reads it
     user = unquote(parts.username or "")
@@ -206,6 +219,10 @@ def parse_url(url: str) -> DatabaseUrl:
         database=database,
         sslmode=sslmode,
         socket_dir=socket_dir,
+        conninfo=conninfo,
+        netloc_host=_netloc_host(parts),
+        path=parts.path,
+        query=tuple(query.items()),
     )
 
 
@@ -236,9 +253,13 @@ def with_credentials(url: str, *, user: str, password: str) -> str:
     The admin's client certificate (sslcert, sslkey) is left out: a service logs in with its own password only.
     """
     parts, query = split_url(url)
+    return _login_url(_netloc_host(parts), parts.path, query, user=user, password=password)
+
+
+def _login_url(netloc_host: str, path: str, query: dict[str, str], *, user: str, password: str) -> str:
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
     kept = {k: v for k, v in query.items() if k not in CLIENT_CERTIFICATE}
-    return _with_query(f"postgresql://{credentials}@{_netloc_host(parts)}{parts.path}", kept)
+    return _with_query(f"postgresql://{credentials}@{netloc_host}{path}", kept)
 
 
 def without_password(url: str, database: str | None = None) -> str:

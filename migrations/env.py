@@ -23,6 +23,7 @@ from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.migrate import MIGRATION_SETTINGS, migration_connection
 from dbops.models import metadata
+from dbops.urls import parse_url
 
 config = context.config
 
@@ -55,10 +56,11 @@ def run_from_environment() -> None:
     url = os.environ.get("DATABASE_URL")
     if not url:
         raise DbopsError("set DATABASE_URL to the database to migrate (or use --sql for offline SQL)")
+    target = parse_url(url)
     with (
-        connect(url, wait_seconds=30) as lock_conn,
+        connect(target, wait_seconds=30) as lock_conn,
         locking.release_lock(lock_conn),
-        migration_connection(url, wait_seconds=30) as connection,
+        migration_connection(target, wait_seconds=30) as connection,
     ):
         run_on(connection)
 

@@ -14,6 +14,7 @@ from pgserver import wait_until
 from dbops import locking, migrate, online
 from dbops.connect import APPLICATION_NAME
 from dbops.release import ReleaseResult, release
+from dbops.urls import parse_url
 
 INDEX = "idx_chat_messages_conversation_created"
 BUILDS = "SELECT pid, phase FROM pg_stat_progress_create_index WHERE datname = %s"
@@ -29,7 +30,7 @@ def test_an_idle_transaction_is_named_and_waited_out_and_a_left_over_build_is_ca
     url, _ = released
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn, locking.release_lock(conn):
-        migrate.downgrade(url, target="0001_seed_schema", wait_seconds=10)
+        migrate.downgrade(parse_url(url), target="0001_seed_schema", wait_seconds=10)
     with psycopg.connect(url, autocommit=True) as conn:
         insert_sample_rows(conn)
     monkeypatch.setattr(online, "BUILD_LOCK_TIMEOUT", "300ms")

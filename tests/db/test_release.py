@@ -14,7 +14,7 @@ from cli_runner import Background, run_dbops
 from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, REVISIONS, query, release_args, release_env
 from pgserver import PgServer, free_port, wait_until
 
-from dbops import locking, seed
+from dbops import locking, seed, urls
 from dbops.errors import DbopsError
 from dbops.names import SERVICES
 from dbops.release import ReleaseResult, release
@@ -119,6 +119,23 @@ def test_the_cli_keeps_existing_passwords_and_says_which_changed(fresh_cluster: 
                         env=release_env(admin_url, {"auth": PASSWORDS["auth"]}))
     assert rotated.returncode == 0, rotated.stderr
     assert json.loads(rotated.stdout)["passwordsChanged"] == list(SERVICES)
+
+
+def test_a_release_parses_its_url_once(admin_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 (7): the URL is parsed at the edge and the parsed value passed inward (connect, adoption, the
+    migration sessions, the service and reader URLs); before, one release split the same string eleven times."""
+    splits: list[str] = []
+    real = urls._checked_split
+
+    def counting(normalized: str) -> object:
+        splits.append(normalized)
+        return real(normalized)
+
+    monkeypatch.setattr(urls, "_checked_split", counting)
+    result = release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS,
+                     admin_api_key=ADMIN_KEY)
+    assert len(splits) == 1
+    assert set(result.service_urls) == set(SERVICES)
 
 
 def test_service_urls_keep_host_port_database_and_sslmode(admin_url: str) -> None:

@@ -17,6 +17,7 @@ from dbops import migrate, revisions, seed
 from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE
 from dbops.release import ReleaseResult, release
+from dbops.urls import parse_url
 
 SEED_SQL = (Path(__file__).parent / "seed_schema.sql").read_text()
 
@@ -178,7 +179,7 @@ def test_downgrade_to_base_and_release_again_gives_the_identical_schema(released
     acl = "SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1"
     before, before_acl = schema_snapshot(url), query(url, acl)
 
-    migrate.downgrade(url, target="base")
+    migrate.downgrade(parse_url(url), target="base")
     empty = schema_snapshot(url)
     assert all(not rows for rows in empty.values()), empty
     assert query(url, "SELECT count(*) FROM alembic_version") == [(0,)]
@@ -191,7 +192,7 @@ def test_downgrade_to_base_and_release_again_gives_the_identical_schema(released
 
 def test_invalid_leftover_of_the_concurrent_index_is_rebuilt(released: tuple[str, ReleaseResult]) -> None:
     url = released[0]
-    migrate.downgrade(url, target="0001_seed_schema")
+    migrate.downgrade(parse_url(url), target="0001_seed_schema")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"SET ROLE {OWNER_ROLE}")
         conn.execute("INSERT INTO users (id, email) VALUES ('11111111-1111-4111-8111-111111111111', 'u@x.io')")

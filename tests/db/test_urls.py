@@ -149,7 +149,7 @@ def test_libpq_refusing_the_url_is_a_fixed_sentence(monkeypatch: pytest.MonkeyPa
     url = "postgresql://u:p@127.0.0.1:5432/db"
     sentence = "libpq could not use the database URL for 127.0.0.1:5432; check its percent-escapes and query parameters"
     with pytest.raises(DbopsError) as caught:
-        connect.connect(url, wait_seconds=30)
+        connect.connect(parse_url(url), wait_seconds=30)
     assert str(caught.value).startswith(sentence)
     with pytest.raises(DbopsError) as caught:
         metrics.collect(url)

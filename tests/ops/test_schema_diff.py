@@ -11,6 +11,7 @@ from pgserver import PgServer
 from dbops import locking, migrate, revisions
 from dbops.release import release
 from dbops.schema_diff import compare, snapshot
+from dbops.urls import parse_url
 
 EMAIL = "admin@dev.gaia.com"
 
@@ -87,7 +88,7 @@ def test_every_planted_difference_is_reported(pg: PgServer) -> None:
 def test_older_revision_after_a_real_downgrade_is_drift(pg: PgServer) -> None:
     (_, a), (_, b) = released(pg), released(pg)
     with psycopg.connect(b, autocommit=True) as conn, locking.release_lock(conn):
-        migrate.downgrade(b, target="0001_seed_schema")
+        migrate.downgrade(parse_url(b), target="0001_seed_schema")
     diffs = compare(snapshot(a), snapshot(b))
     kinds = {d.kind for d in diffs}
     assert "revision" in kinds and "index" in kinds  # 0002 added an index; B no longer has it
