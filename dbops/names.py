@@ -16,14 +16,22 @@ SERVICES = ("analytics", "chat", "assets", "auth")
 OWNER_ROLE = "gaia_owner"
 
 
-def role_name(service: str) -> str:
-    """The PostgreSQL login role of a service (`chat` -> `gaia_chat`)."""
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; allowed: {', '.join(SERVICES)}")
-    return f"gaia_{service}"
+# The read-only login for the read replicas (analytics, operations): `readerUrls` log in as it, never as the admin.
+READER = "reader"
+# Every login the release manages, each with a password the program (or GAIA_DB_ROLE_PASSWORDS) supplies: the
+# services, then the reader. One mechanism for all of them.
+LOGINS = (*SERVICES, READER)
+
+
+def role_name(login: str) -> str:
+    """The PostgreSQL login role of a service or the reader (`chat` -> `gaia_chat`, `reader` -> `gaia_reader`)."""
+    if login not in LOGINS:
+        raise ValueError(f"unknown login {login!r}; allowed: {', '.join(LOGINS)}")
+    return f"gaia_{login}"
 
 
 SERVICE_ROLES: dict[str, str] = {service: role_name(service) for service in SERVICES}
+LOGIN_ROLES: dict[str, str] = {login: role_name(login) for login in LOGINS}
 
 
 def cloud_name(provider: str, environment: str) -> str:

@@ -14,7 +14,7 @@ import psycopg
 from dbops import adopt, locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, RELEASE_WAIT_SECONDS, SERVICE_ROLES, SERVICES
+from dbops.names import ENVIRONMENTS, LOGIN_ROLES, LOGINS, READER, RELEASE_WAIT_SECONDS, SERVICES
 from dbops.urls import parse_url
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -30,9 +30,12 @@ class ReleaseResult:
     # The plaintext admin API key, only when this release generated it (otherwise the caller already has it).
     admin_api_key: str | None = field(repr=False)
     applied: tuple[str, ...] = ()  # revisions this release applied, oldest first
-    # Services whose password this release set (generated for a new role or on rotation, or given), in SERVICES order.
-    # A service missing here kept its password, and its URL is missing from service_urls (this release never saw it).
+    # Logins whose password this release set (generated for a new role or on rotation, or given), in LOGINS order
+    # (the services, then `reader`). A login missing here kept its password, and its URL is missing from
+    # service_urls / reader_url (this release never saw it).
     passwords_changed: tuple[str, ...] = ()
+    # The read-only gaia_reader's URL on this server, when this release set its password.
+    reader_url: str | None = field(default=None, repr=False)
 
 
 def _check_secret(what: str, value: str) -> str:
@@ -42,30 +45,30 @@ def _check_secret(what: str, value: str) -> str:
 
 
 def check_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
-    """The passwords given (validated); a service given None or left out has none."""
+    """The passwords given (validated), by login (the services and `reader`); one given None or left out has none."""
     given = dict(given or {})
-    unknown = sorted(set(given) - set(SERVICES))
+    unknown = sorted(set(given) - set(LOGINS))
     if unknown:
-        raise DbopsError(f"role passwords name unknown services {', '.join(unknown)}; allowed: {', '.join(SERVICES)}")
+        raise DbopsError(f"role passwords name unknown logins {', '.join(unknown)}; allowed: {', '.join(LOGINS)}")
     resolved: dict[str, str] = {}
-    for service in SERVICES:
-        value = given.get(service)
+    for login in LOGINS:
+        value = given.get(login)
         if value is None:
             continue
         if isinstance(value, str):
-            resolved[service] = _check_secret(f"the {service} role password", value)
+            resolved[login] = _check_secret(f"the {login} role password", value)
         else:
-            raise DbopsError(f"the {service} role password must be a string")
+            raise DbopsError(f"the {login} role password must be a string")
     return resolved
 
 
 def resolve_passwords(given: Mapping[str, str], existing: frozenset[str], *, rotate: bool) -> dict[str, str]:
-    """The passwords to set: the given ones, and a new one for each other service whose role cannot log in yet (or
-    every other service with `rotate`). A service missing from the result keeps the password its role has."""
+    """The passwords to set: the given ones, and a new one for each other login whose role cannot log in yet (or
+    every other login with `rotate`). A login missing from the result keeps the password its role has."""
     return {
-        service: given[service] if service in given else secrets.token_urlsafe(32)
-        for service in SERVICES
-        if service in given or rotate or service not in existing
+        login: given[login] if login in given else secrets.token_urlsafe(32)
+        for login in LOGINS
+        if login in given or rotate or login not in existing
     }
 
 
@@ -116,10 +119,10 @@ def release(
 ) -> ReleaseResult:
     """Bring the database at `database_url` (an admin login) to head, the role matrix and the admin seed.
 
-    Safe to run again and concurrently (one release at a time per database). A missing role password is generated
-    only for a role that cannot log in yet (new), or for every role with `rotate_passwords`; otherwise the role keeps
-    its password. A missing admin key is generated only when there is no active one. The URL is parsed here, once;
-    everything inward takes the parsed value.
+    Safe to run again and concurrently (one release at a time per database). A missing role password (a service's or
+    the reader's) is generated only for a role that cannot log in yet (new), or for every role with
+    `rotate_passwords`; otherwise the role keeps its password. A missing admin key is generated only when there is no
+    active one. The URL is parsed here, once; everything inward takes the parsed value.
     """
     say = progress or (lambda _message: None)
     target = parse_url(database_url)
@@ -138,7 +141,7 @@ def release(
             # refused with nothing changed; any other database is left to the migrations.
             adopt.adopt(target, wait_seconds=wait_seconds, progress=say)
             with _step("preparing roles"), conn.transaction():
-                passwords = resolve_passwords(given, roles.login_services(conn), rotate=rotate_passwords)
+                passwords = resolve_passwords(given, roles.existing_logins(conn), rotate=rotate_passwords)
                 roles.ensure_roles(conn)
                 for change in roles.reconcile_roles(conn):
                     say(f"role reconciled: {change}")
@@ -151,17 +154,19 @@ def release(
             with _step("reading the schema revision"):
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     revision = str(row[0]) if row else ""
-    kept = [service for service in SERVICES if service not in passwords]
+    kept = [login for login in LOGINS if login not in passwords]
     if kept:
         say(f"passwords kept (not shown): {', '.join(kept)}; give them in GAIA_DB_ROLE_PASSWORDS to get their URLs")
     say(f"done: revision {revision}")
+    urls = {
+        login: target.with_credentials(user=LOGIN_ROLES[login], password=password)
+        for login, password in passwords.items()
+    }
     return ReleaseResult(
         revision=revision,
-        service_urls={
-            service: target.with_credentials(user=SERVICE_ROLES[service], password=password)
-            for service, password in passwords.items()
-        },
+        service_urls={service: urls[service] for service in SERVICES if service in urls},
         admin_api_key=generated_key,
         applied=tuple(applied),
         passwords_changed=tuple(passwords),
+        reader_url=urls.get(READER),
     )

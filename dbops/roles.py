@@ -1,4 +1,5 @@
-"""Least-privilege roles: the NOLOGIN owner, one login role per service, and DESIGN.md's privilege matrix.
+"""Least-privilege roles: the NOLOGIN owner, one login role per service, the read-only `gaia_reader`, and DESIGN.md's
+privilege matrix.
 
 Everything here works as a non-superuser admin with CREATEROLE (RDS `rds_superuser`, Cloud SQL
 `cloudsqlsuperuser`): no superuser attributes are set or cleared, and membership in the owner role is granted
@@ -13,24 +14,28 @@ import psycopg
 from psycopg import sql
 
 from dbops.errors import DbopsError
-from dbops.names import OWNER_ROLE, SERVICE_ROLES
+from dbops.names import LOGIN_ROLES, OWNER_ROLE
 
 READ = ("SELECT",)
 READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
-# DESIGN.md's matrix: service -> table -> privileges; a table missing from a service's row gets nothing.
+# DESIGN.md's matrix: login (service or reader) -> table -> privileges; a table missing from a row gets nothing.
 # "— (read allowed)" for chat and assets on users is granted as read.
 MATRIX: dict[str, dict[str, tuple[str, ...]]] = {
     "analytics": {"users": READ, "api_keys": READ, "chat_messages": READ, "assets": READ},
     "chat": {"users": READ, "chat_messages": READ_WRITE},
     "assets": {"users": READ, "assets": READ_WRITE},
     "auth": {"users": READ_WRITE, "api_keys": READ_WRITE},
+    "reader": {"users": READ, "api_keys": READ, "chat_messages": READ, "assets": READ},
 }
-# Columns a service may not read where it reads the table (granted column by column from the catalog).
-HIDDEN_COLUMNS: dict[str, dict[str, frozenset[str]]] = {"analytics": {"api_keys": frozenset({"key_hash"})}}
-# Tables the matrix does not name (added by later revisions) are read by these services and no others; the same
+# Columns a login may not read where it reads the table (granted column by column from the catalog).
+HIDDEN_COLUMNS: dict[str, dict[str, frozenset[str]]] = {
+    "analytics": {"api_keys": frozenset({"key_hash"})},
+    "reader": {"api_keys": frozenset({"key_hash"})},
+}
+# Tables the matrix does not name (added by later revisions) are read by these logins and no others; the same
 # rule is set as default privileges, so a table is covered from the moment a migration creates it.
-READS_NEW_TABLES = ("analytics",)
+READS_NEW_TABLES = ("analytics", "reader")
 KNOWN_TABLES = frozenset(table for row in MATRIX.values() for table in row)
 WRITES = "INSERT"  # a service that may insert into a table may draw from that table's sequences
 
@@ -38,7 +43,8 @@ WRITES = "INSERT"  # a service that may insert into a table may draw from that t
 # login (`gaia_chat_alt`) is a member *of* the service role, which is also kept. Every other membership is revoked.
 IAM_LOGIN_ROLES = frozenset({"rds_iam", "cloudsqliamuser"})
 SECOND_LOGIN_SUFFIX = "_alt"
-# Every service session ends a transaction left idle this long: an idle transaction stalls an online index build.
+# Every login's session (services and reader) ends a transaction left idle this long: an idle transaction stalls an
+# online index build.
 SERVICE_SETTINGS = {"idle_in_transaction_session_timeout": "1min"}
 # Attributes no managed role may have, and the attributes each managed role must have exactly.
 FORBIDDEN_ATTRIBUTES = {"rolsuper": "SUPERUSER", "rolbypassrls": "BYPASSRLS", "rolreplication": "REPLICATION"}
@@ -51,7 +57,7 @@ def _ident(name: str) -> sql.Identifier:
 
 
 def _roles(services: tuple[str, ...] | list[str]) -> sql.Composable:
-    return sql.SQL(", ").join(_ident(SERVICE_ROLES[s]) for s in services)
+    return sql.SQL(", ").join(_ident(LOGIN_ROLES[s]) for s in services)
 
 
 def _create_role_if_missing(conn: Conn, role: str) -> None:
@@ -74,9 +80,9 @@ def _create_role_if_missing(conn: Conn, role: str) -> None:
     )
 
 
-def login_services(conn: Conn) -> frozenset[str]:
-    """The services whose role exists and can log in (so it has a password in use)."""
-    by_role = {role: service for service, role in SERVICE_ROLES.items()}
+def existing_logins(conn: Conn) -> frozenset[str]:
+    """The logins (services, reader) whose role exists and can log in (so it has a password in use)."""
+    by_role = {role: service for service, role in LOGIN_ROLES.items()}
     rows = conn.execute(
         "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s) AND rolcanlogin", (list(by_role),)
     ).fetchall()
@@ -104,13 +110,13 @@ def _remedy(role: str, what: str) -> str:
 
 
 def reconcile_roles(conn: Conn) -> list[str]:
-    """Bring every managed role (the owner and the services) to DESIGN.md's attributes and memberships.
+    """Bring every managed role (the owner, the services, the reader) to DESIGN.md's attributes and memberships.
 
     Run in a transaction before anything else changes: when the admin may not remove something (a non-superuser
     cannot clear SUPERUSER, nor BYPASSRLS / REPLICATION unless PostgreSQL lets it), this raises one sentence naming the
     role and the attribute, and the caller's rollback leaves everything as it was. Returns what it changed.
     """
-    managed = [OWNER_ROLE, *SERVICE_ROLES.values()]
+    managed = [OWNER_ROLE, *LOGIN_ROLES.values()]
     changed: list[str] = []
     rows = conn.execute(
         "SELECT rolname, rolsuper, rolbypassrls, rolreplication, rolcreatedb, rolcreaterole, rolinherit, rolcanlogin "
@@ -156,7 +162,7 @@ def reconcile_roles(conn: Conn) -> list[str]:
             f"role {left[1]} is still a member of {left[0]} after the release revoked it (another grantor's grant); "
             f"have a superuser run REVOKE {left[0]} FROM {left[1]} and run the release again; nothing was changed"
         )
-    for role in SERVICE_ROLES.values():
+    for role in LOGIN_ROLES.values():
         for setting, value in SERVICE_SETTINGS.items():
             conn.execute(
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(_ident(role), _ident(setting), sql.Literal(value))
@@ -167,12 +173,12 @@ def reconcile_roles(conn: Conn) -> list[str]:
 def ensure_roles(conn: Conn) -> None:
     """Before migrating: roles exist, the admin may act as the owner, schema and default privileges are set.
 
-    Service roles are created NOLOGIN; `set_passwords` enables login once the schema is in place.
+    Login roles are created NOLOGIN; `set_passwords` enables login once the schema is in place.
     """
-    for role in (OWNER_ROLE, *SERVICE_ROLES.values()):
+    for role in (OWNER_ROLE, *LOGIN_ROLES.values()):
         _create_role_if_missing(conn, role)
     owner = _ident(OWNER_ROLE)
-    everyone = _roles(list(SERVICE_ROLES))
+    everyone = _roles(list(LOGIN_ROLES))
     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER GRANTED BY CURRENT_USER").format(owner))
     # Only the owner creates objects; nobody gets temporary tables or new schemas in this database.
     conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
@@ -225,12 +231,12 @@ def apply_grants(conn: Conn) -> None:
             (OWNER_ROLE,),
         )
     ]
-    everyone = _roles(list(SERVICE_ROLES))
+    everyone = _roles(list(LOGIN_ROLES))
     for table in tables:
         target = sql.SQL("public.{}").format(_ident(table))
         # Revoking table privileges revokes column privileges too, so stale grants of any kind go.
         conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(target, everyone))
-        for service, role in SERVICE_ROLES.items():
+        for service, role in LOGIN_ROLES.items():
             granted = privileges(service, table)
             hidden = HIDDEN_COLUMNS.get(service, {}).get(table, frozenset())
             if not granted:
@@ -273,11 +279,11 @@ def apply_sequence_grants(conn: Conn) -> None:
         "AND s.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) ORDER BY s.relname",
         (OWNER_ROLE,),
     ).fetchall()
-    everyone = _roles(list(SERVICE_ROLES))
+    everyone = _roles(list(LOGIN_ROLES))
     for sequence, table in sequences:
         target = sql.SQL("public.{}").format(_ident(str(sequence)))
         conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(target, everyone))
-        for service, role in SERVICE_ROLES.items():
+        for service, role in LOGIN_ROLES.items():
             table_privileges = privileges(service, str(table)) if table is not None else ()
             if WRITES in table_privileges:
                 granted = sql.SQL("USAGE, SELECT")
@@ -299,7 +305,7 @@ QUIET_SETTINGS = (
 
 
 def set_passwords(conn: Conn, passwords: Mapping[str, str]) -> None:
-    """Enable login for each service role with its password (call inside a transaction).
+    """Enable login for each login role (service or reader) with its password (call inside a transaction).
 
     The server only ever sees a SCRAM verifier computed here by libpq (as psql's \\password does), so neither its
     logs nor pg_stat_statements can hold the plaintext; the statement itself is never logged by us. Where the admin
@@ -309,8 +315,8 @@ def set_passwords(conn: Conn, passwords: Mapping[str, str]) -> None:
     if passwords and superuser == (True,):
         for statement in QUIET_SETTINGS:
             conn.execute(statement)  # constant SQL
-    for service, password in passwords.items():
-        role = SERVICE_ROLES[service]
+    for login, password in passwords.items():
+        role = LOGIN_ROLES[login]
         verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
         conn.execute(
             sql.SQL("ALTER ROLE {} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD {}").format(

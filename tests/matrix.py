@@ -19,6 +19,8 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "chat": {"users": {"select"}, "api_keys": set(), "chat_messages": RW, "assets": set()},
     "assets": {"users": {"select"}, "api_keys": set(), "chat_messages": set(), "assets": RW},
     "auth": {"users": RW, "api_keys": RW | {"select_key_hash"}, "chat_messages": set(), "assets": set()},
+    # The read-only login of readerUrls (analytics, operations): what analytics reads, and never the admin's rights.
+    "reader": {"users": {"select"}, "api_keys": {"select"}, "chat_messages": {"select"}, "assets": {"select"}},
 }
 USER = "11111111-1111-4111-8111-111111111111"
 BARE_USER = "33333333-3333-4333-8333-333333333333"  # nothing refers to it, so deleting it is possible

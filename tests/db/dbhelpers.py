@@ -19,6 +19,7 @@ PASSWORDS = {
     "chat": "chat pw+2?#&",
     "assets": "assets-pw-3-✓",
     "auth": "auth'pw\"4\\",
+    "reader": "reader/pw@5:",  # the read-only gaia_reader: one more managed login, same mechanism
 }
 ADMIN_KEY = "gaia_test-admin-key-0123456789abcdef"
 ADMIN_EMAIL = "admin@dev.gaia.com"

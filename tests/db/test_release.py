@@ -16,7 +16,7 @@ from pgserver import PgServer, free_port, wait_until
 
 from dbops import locking, seed, urls
 from dbops.errors import DbopsError
-from dbops.names import SERVICES
+from dbops.names import LOGINS, SERVICES
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
@@ -69,12 +69,15 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
     _, admin_url = fresh_cluster.create_database()
     result = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
     assert result.admin_api_key is not None and len(result.admin_api_key) >= 40
-    assert result.passwords_changed == SERVICES
+    assert result.passwords_changed == LOGINS  # the services and the read-only reader
     assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(result.admin_api_key), "Admin Key", {"admin": True})]
     for service in SERVICES:
         with psycopg.connect(result.service_urls[service]) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (f"gaia_{service}",)
-    secrets = [result.admin_api_key, *result.service_urls.values()]
+    assert result.reader_url is not None
+    with psycopg.connect(result.reader_url) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("gaia_reader",)
+    secrets = [result.admin_api_key, result.reader_url, *result.service_urls.values()]
     assert all(secret not in repr(result) for secret in secrets)
 
     # Finding 3: an existing role's password is never rotated silently: not when none is given, not for a null one.
@@ -83,10 +86,10 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
         again = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, role_passwords=given,
                         progress=lines.append)
         assert again.admin_api_key is None  # an active admin key exists; it is kept, not replaced
-        assert again.passwords_changed == () and again.service_urls == {}
+        assert again.passwords_changed == () and again.service_urls == {} and again.reader_url is None
         for service in SERVICES:
             psycopg.connect(result.service_urls[service]).close()  # the old URLs still work
-    assert "passwords kept (not shown): analytics, chat, assets, auth; " in "\n".join(lines)
+    assert "passwords kept (not shown): analytics, chat, assets, auth, reader; " in "\n".join(lines)
 
     # A given password is set; only that one changes.
     given = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, role_passwords={"chat": "new-chat-pw"})
@@ -96,7 +99,7 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
 
     # Rotation is explicit: every service not given one gets a new password, and the old URLs stop working.
     rotated = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, rotate_passwords=True)
-    assert rotated.passwords_changed == SERVICES
+    assert rotated.passwords_changed == LOGINS
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(result.service_urls["auth"]).close()
     for url in rotated.service_urls.values():
@@ -107,18 +110,18 @@ def test_the_cli_keeps_existing_passwords_and_says_which_changed(fresh_cluster: 
     _, admin_url = fresh_cluster.create_database()
     first = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS))
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["passwordsChanged"] == list(SERVICES)
+    assert json.loads(first.stdout)["passwordsChanged"] == list(LOGINS)
     kept = run_dbops(*release_args(), env=release_env(admin_url))
     assert kept.returncode == 0, kept.stderr
     out = json.loads(kept.stdout)
-    assert out["passwordsChanged"] == [] and out["serviceUrls"] == {}
+    assert out["passwordsChanged"] == [] and out["serviceUrls"] == {} and "readerUrl" not in out
     for service in SERVICES:
         with_login = with_credentials(admin_url, user=f"gaia_{service}", password=PASSWORDS[service])
         psycopg.connect(with_login).close()
     rotated = run_dbops(*release_args("dev", ADMIN_EMAIL, "--rotate-passwords"),
                         env=release_env(admin_url, {"auth": PASSWORDS["auth"]}))
     assert rotated.returncode == 0, rotated.stderr
-    assert json.loads(rotated.stdout)["passwordsChanged"] == list(SERVICES)
+    assert json.loads(rotated.stdout)["passwordsChanged"] == list(LOGINS)
 
 
 def test_a_release_parses_its_url_once(admin_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +138,7 @@ def test_a_release_parses_its_url_once(admin_url: str, monkeypatch: pytest.Monke
     result = release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS,
                      admin_api_key=ADMIN_KEY)
     assert len(splits) == 1
-    assert set(result.service_urls) == set(SERVICES)
+    assert set(result.service_urls) == set(SERVICES) and result.reader_url is not None
 
 
 def test_service_urls_keep_host_port_database_and_sslmode(admin_url: str) -> None:
@@ -176,7 +179,8 @@ def test_secrets_stay_out_of_statements_logs_and_progress(
     [
         ({"environment": "qa"}, "environment 'qa' is not allowed; use one of dev, staging, prod"),
         ({"admin_email": "not-an-email"}, "admin email 'not-an-email' is not an e-mail address"),
-        ({"role_passwords": {"billing": "x"}}, "unknown services billing; allowed: analytics, chat, assets, auth"),
+        ({"role_passwords": {"billing": "x"}},
+         "unknown logins billing; allowed: analytics, chat, assets, auth, reader"),
         ({"role_passwords": {"chat": ""}}, "the chat role password must be a non-empty string"),
         ({"admin_api_key": ""}, "the admin API key must be a non-empty string"),
     ],

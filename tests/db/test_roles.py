@@ -23,7 +23,7 @@ from matrix import ALLOWED, Conn, allowed, insert_sample_rows, statements
 from pgserver import PgServer
 
 from dbops.errors import DbopsError
-from dbops.names import OWNER_ROLE, SERVICES
+from dbops.names import LOGINS, OWNER_ROLE
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
@@ -45,10 +45,16 @@ def matrix_db(pg: PgServer) -> tuple[str, ReleaseResult]:
     return url, result
 
 
+def login_urls(result: ReleaseResult) -> dict[str, str]:
+    """Each login's URL as the release returned it: the services' and the read-only reader's."""
+    assert result.reader_url is not None
+    return {**result.service_urls, "reader": result.reader_url}
+
+
 @pytest.fixture(scope="module")
 def sessions(matrix_db: tuple[str, ReleaseResult]) -> Iterator[dict[str, Conn]]:
-    """One login per service, through the service URL the release returned."""
-    conns = {s: psycopg.connect(matrix_db[1].service_urls[s], autocommit=True) for s in SERVICES}
+    """One session per login (the services and gaia_reader), through the URLs the release returned."""
+    conns = {s: psycopg.connect(url, autocommit=True) for s, url in login_urls(matrix_db[1]).items()}
     try:
         yield conns
     finally:
@@ -57,7 +63,7 @@ def sessions(matrix_db: tuple[str, ReleaseResult]) -> Iterator[dict[str, Conn]]:
 
 
 CELLS = [
-    (service, table, operation) for service in SERVICES for table in ALLOWED[service] for operation in statements(table)
+    (service, table, operation) for service in LOGINS for table in ALLOWED[service] for operation in statements(table)
 ]
 
 
@@ -67,7 +73,7 @@ def test_matrix_cell(sessions: dict[str, Conn], service: str, table: str, operat
     assert allowed(sessions[service], statements(table)[operation]) is expected
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", LOGINS)
 @pytest.mark.parametrize("what", sorted(CREATE_ANYTHING))
 def test_no_service_creates_anything(sessions: dict[str, Conn], service: str, what: str) -> None:
     assert not allowed(sessions[service], CREATE_ANYTHING[what])
@@ -82,7 +88,7 @@ def test_role_attributes(matrix_db: tuple[str, ReleaseResult]) -> None:
     )
     assert rows == sorted(
         [(OWNER_ROLE, False, False, False, False, False, False)]
-        + [(f"gaia_{s}", True, False, False, False, False, False) for s in SERVICES]
+        + [(f"gaia_{s}", True, False, False, False, False, False) for s in LOGINS]
     )
     # No service role is a member of anything (least of all the owner); the admin is a member of the owner only.
     members = query(
@@ -91,7 +97,7 @@ def test_role_attributes(matrix_db: tuple[str, ReleaseResult]) -> None:
     assert [m for (m,) in members if m.startswith("gaia_")] == []
     assert query(url, "SELECT count(*) FROM pg_auth_members WHERE member::regrole::text LIKE 'gaia\\_%'") == [(0,)]
     # Nobody can pass privileges on (a GRANT without grant option only warns, so look in the catalog).
-    services = [f"gaia_{s}" for s in SERVICES]
+    services = [f"gaia_{s}" for s in LOGINS]
     for view in ("table_privileges", "column_privileges"):
         grantable = f"SELECT count(*) FROM information_schema.{view} WHERE grantee = ANY(%s) AND is_grantable = 'YES'"
         assert query(url, grantable, (services,)) == [(0,)]
@@ -105,9 +111,9 @@ def test_default_privileges_cover_a_table_created_later(matrix_db: tuple[str, Re
         conn.execute(f"SET ROLE {OWNER_ROLE}")
         conn.execute("CREATE TABLE adhoc (id int)")
     try:
-        for service in SERVICES:
-            with psycopg.connect(result.service_urls[service], autocommit=True) as conn:
-                assert allowed(conn, "SELECT * FROM adhoc") is (service == "analytics")
+        for service, login_url in login_urls(result).items():
+            with psycopg.connect(login_url, autocommit=True) as conn:
+                assert allowed(conn, "SELECT * FROM adhoc") is (service in ("analytics", "reader"))
                 assert not allowed(conn, "INSERT INTO adhoc VALUES (1)")
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -124,10 +130,10 @@ def test_a_table_added_by_a_later_migration_follows_the_matrix(admin_url: str, t
     project = project_copy(tmp_path, {"0003_feedback.py": later})
     first = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS), cwd=project)
     assert first.returncode == 0, first.stderr
-    for service in SERVICES:
+    for service in LOGINS:
         with psycopg.connect(with_credentials(admin_url, user=f"gaia_{service}", password=PASSWORDS[service])) as conn:
             conn.autocommit = True
-            assert allowed(conn, "SELECT * FROM feedback") is (service == "analytics")
+            assert allowed(conn, "SELECT * FROM feedback") is (service in ("analytics", "reader"))
             for write in ("INSERT INTO feedback (body) VALUES ('x')", "DELETE FROM feedback", "TRUNCATE feedback"):
                 assert not allowed(conn, write)
 
@@ -148,6 +154,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
     plant = [
         f"GRANT {OWNER_ROLE} TO gaia_chat",
         "GRANT pg_write_all_data TO gaia_analytics",
+        "GRANT gaia_auth TO gaia_reader",  # the reader is managed like the services
         "GRANT gaia_auth TO gaia_assets",
         "GRANT rds_iam TO gaia_chat",  # a cloud's IAM login role: designed, kept
         "ALTER ROLE gaia_assets CREATEDB CREATEROLE NOINHERIT",
@@ -161,6 +168,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, progress=lines.append)
         assert not _membership(url, "gaia_chat", OWNER_ROLE)
         assert not _membership(url, "gaia_analytics", "pg_write_all_data")
+        assert not _membership(url, "gaia_reader", "gaia_auth")
         assert not _membership(url, "gaia_assets", "gaia_auth")
         assert _membership(url, "gaia_chat", "rds_iam")
         assert query(
@@ -168,8 +176,8 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         ) == [(False, False, True)]
         assert query(url, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)) == [(False,)]
         assert "role reconciled: gaia_chat no longer in gaia_owner" in lines
-        for service in SERVICES:
-            with psycopg.connect(result.service_urls[service]) as conn:
+        for login_url in login_urls(result).values():
+            with psycopg.connect(login_url) as conn:
                 assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
         with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
             psycopg.connect(pg.url("stranger", "stranger-pw", dbname)).close()
@@ -177,7 +185,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         superuser.execute("REVOKE rds_iam FROM gaia_chat")
         superuser.execute("DROP ROLE stranger")
         for statement in (f"REVOKE {OWNER_ROLE} FROM gaia_chat", "REVOKE pg_write_all_data FROM gaia_analytics",
-                          "REVOKE gaia_auth FROM gaia_assets"):
+                          "REVOKE gaia_auth FROM gaia_assets", "REVOKE gaia_auth FROM gaia_reader"):
             superuser.execute(statement)  # type: ignore[arg-type]
         superuser.execute(f"ALTER ROLE {OWNER_ROLE} NOLOGIN")
 
@@ -222,15 +230,16 @@ def test_a_serial_column_added_by_a_later_migration_can_be_written_by_its_writer
     assert done.returncode == 0, done.stderr
     with psycopg.connect(admin_url, autocommit=True) as conn:
         insert_sample_rows(conn)
-    logins = {s: with_credentials(admin_url, user=f"gaia_{s}", password=PASSWORDS[s]) for s in SERVICES}
+    logins = {s: with_credentials(admin_url, user=f"gaia_{s}", password=PASSWORDS[s]) for s in LOGINS}
     with psycopg.connect(logins["chat"], autocommit=True) as conn:
         conn.execute(
             "INSERT INTO chat_messages (user_id, conversation_id, role, content) "
             "SELECT user_id, conversation_id, role, 'again' FROM chat_messages LIMIT 1"
         )
         assert not allowed(conn, "SELECT nextval('feedback_id_seq')")
-    with psycopg.connect(logins["analytics"], autocommit=True) as conn:
-        assert not allowed(conn, "SELECT nextval('chat_messages_seq_seq')")
-        assert allowed(conn, "SELECT last_value FROM feedback_id_seq")
+    for reader in ("analytics", "reader"):
+        with psycopg.connect(logins[reader], autocommit=True) as conn:
+            assert not allowed(conn, "SELECT nextval('chat_messages_seq_seq')")
+            assert allowed(conn, "SELECT last_value FROM feedback_id_seq")
     with psycopg.connect(logins["assets"], autocommit=True) as conn:
         assert not allowed(conn, "SELECT nextval('chat_messages_seq_seq')")

@@ -11,7 +11,7 @@ from cli_runner import ROOT
 
 from dbops import connect, health, metrics
 from dbops.errors import DbopsError
-from dbops.names import SERVICE_ROLES, SERVICES, role_name
+from dbops.names import LOGIN_ROLES, LOGINS, SERVICE_ROLES, SERVICES, role_name
 from dbops.urls import build_url, normalize_url, parse_url, with_credentials, with_database, without_password
 
 
@@ -177,9 +177,10 @@ def test_build_rejects_an_unknown_sslmode() -> None:
 
 
 def test_service_role_names() -> None:
-    assert SERVICES == ("analytics", "chat", "assets", "auth")
+    assert SERVICES == ("analytics", "chat", "assets", "auth") and LOGINS == (*SERVICES, "reader")
     assert SERVICE_ROLES == {s: f"gaia_{s}" for s in SERVICES} and role_name("auth") == "gaia_auth"
-    with pytest.raises(ValueError, match="unknown service 'billing'"):
+    assert LOGIN_ROLES == {**SERVICE_ROLES, "reader": "gaia_reader"}
+    with pytest.raises(ValueError, match="unknown login 'billing'"):
         role_name("billing")
 
 
