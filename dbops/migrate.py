@@ -6,6 +6,7 @@ Pulumi program (any CWD) and the CLI agree.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +17,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from dbops import online
 from dbops.connect import connect
 from dbops.errors import DbopsError
 from dbops.names import OWNER_ROLE
@@ -170,7 +172,7 @@ def upgrade(
         config.attributes["on_version_apply"] = on_apply
         config.attributes["progress"] = progress  # revisions that wait (dbops.online) say what for
         try:
-            command.upgrade(config, target)
+            _upgrade_retrying_locks(config, conn, target, lambda: plan[min(len(applied), len(plan) - 1)], progress)
         except (SQLAlchemyError, psycopg.Error) as exc:
             failed = plan[len(applied)] if len(applied) < len(plan) else plan[-1]
             stays = applied[-1] if applied else current
@@ -181,6 +183,42 @@ def upgrade(
                 f"migration {describe(failed)} failed: {primary_reason(exc)}; the database {stays_at}"
             ) from None
     return applied
+
+
+def _upgrade_retrying_locks(
+    config: Config, conn: Connection, target: str, running: Callable[[], str], progress: Progress | None
+) -> None:
+    """`alembic upgrade target` where every revision's transaction runs with a short lock_timeout: when a lock cannot
+    be had in time, PostgreSQL aborts the whole transaction, so the revision is rolled back and run again after a
+    pause (backoff + jitter), naming the sessions that hold locks. Revisions before it stay applied."""
+    policy = online.RETRY
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        timeout = f"{policy.timeout_ms(attempt)}ms"
+        conn.execute(text(f"SET lock_timeout = '{timeout}'"))  # session-wide (committed), for the next revisions
+        conn.commit()
+        try:
+            command.upgrade(config, target)
+            return
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            if not online.is_lock_timeout(exc):
+                raise
+            conn.rollback()
+        holders = online.lock_holders(conn, None)
+        conn.rollback()
+        waited, pause = time.monotonic() - started, policy.pause(attempt)
+        if waited + pause > policy.give_up_after:
+            raise DbopsError(
+                f"migration {describe(running())} gave up after {attempt} attempts in {waited:.0f} s: it could not "
+                f"get its locks within {timeout} while {holders} held them; end that transaction and run the "
+                "release again (the revisions before it stay applied)"
+            )
+        if progress:
+            progress(f"migration {describe(running())} could not get its locks within {timeout} (held by "
+                     f"{holders}); rolled back attempt {attempt}, retrying in {pause:.1f} s")
+        time.sleep(pause)
 
 
 def downgrade(database: DatabaseUrl, *, target: str, wait_seconds: float = 30.0) -> None:
