@@ -713,8 +713,11 @@ class Offline(Steps):
     def add_not_null(self, table: str, column: str) -> None:
         check = not_null_check_name(table, column)
         self.add_check(check, table, f"{ident(column)} IS NOT NULL")
-        self._transaction(f"ALTER TABLE public.{ident(table)} ALTER COLUMN {ident(column)} SET NOT NULL",
-                          f"ALTER TABLE public.{ident(table)} DROP CONSTRAINT IF EXISTS {ident(check)}")
+        self.emit("BEGIN")
+        self.emit(f"ALTER TABLE public.{ident(table)} ALTER COLUMN {ident(column)} SET NOT NULL")
+        self.comment(_lint_ignore("ban-drop-constraint", f"the NOT NULL of {column} now says what {check} said"))
+        self.emit(f"ALTER TABLE public.{ident(table)} DROP CONSTRAINT IF EXISTS {ident(check)}")
+        self.emit("COMMIT")
 
     def backfill(self, table: str, assignments: str, *, pending: str, batch_size: int = 1000,
                  pause: float = 0.05, key: str | None = None, max_replica_lag: float | None = 10.0) -> int:
