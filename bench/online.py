@@ -14,7 +14,7 @@ import multiprocessing
 import statistics
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -28,7 +28,11 @@ MAX_WRITER_SECONDS = 1800  # the writer stops by itself even if the benchmark di
 Sample = tuple[float, float, bool]  # (monotonic time the write was due, latency in seconds, succeeded)
 
 
-def writer(url: str, user_id: str, rate: float, stop: Event, results: Connection) -> None:
+INSERT = ("INSERT INTO chat_messages (user_id, conversation_id, role, content, model, provider, tokens_used)"
+          " VALUES (%s, %s, 'user', 'how do I rotate a key?', 'gpt', 'openai', 12)")
+
+
+def writer(url: str, user_id: str, rate: float, stop: Event, results: Connection, insert: str = INSERT) -> None:
     """Insert at `rate` per second until `stop` is set; send the samples back."""
     import psycopg
 
@@ -44,11 +48,7 @@ def writer(url: str, user_id: str, rate: float, stop: Event, results: Connection
             if pause > 0:
                 time.sleep(pause)
             try:
-                conn.execute(
-                    "INSERT INTO chat_messages (user_id, conversation_id, role, content, model, provider, tokens_used)"
-                    " VALUES (%s, %s, 'user', 'how do I rotate a key?', 'gpt', 'openai', 12)",
-                    (user_id, conversation),
-                )
+                conn.execute(insert, (user_id, conversation))
                 ok = True
             except psycopg.Error:
                 ok = False
@@ -82,13 +82,20 @@ class Run:
     before: list[Sample]
     during: list[Sample]
     build_seconds: list[float]
+    rounds: list[list[Sample]] = field(default_factory=list)  # each round's `during` samples
+
+    def p99_spread(self) -> tuple[float, float]:
+        """The lowest and highest p99 of a single round."""
+        p99s = [phase(samples).p99_ms for samples in self.rounds if samples]
+        return (min(p99s), max(p99s)) if p99s else (float("nan"), float("nan"))
 
 
-def with_writer(url: str, user_id: str, rate: float, before_seconds: float, action: Any, run: Run) -> None:
+def with_writer(url: str, user_id: str, rate: float, before_seconds: float, action: Any, run: Run,
+                insert: str = INSERT) -> None:
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=writer, args=(url, user_id, rate, stop, send))
+    process = context.Process(target=writer, args=(url, user_id, rate, stop, send, insert))
     process.start()
     try:
         time.sleep(before_seconds)
@@ -106,7 +113,9 @@ def with_writer(url: str, user_id: str, rate: float, before_seconds: float, acti
     if not samples:
         raise RuntimeError("the writer process sent no samples")
     run.before += [s for s in samples[WARMUP_WRITES:] if s[0] < started]
-    run.during += [s for s in samples if started <= s[0] <= ended]
+    during = [s for s in samples if started <= s[0] <= ended]
+    run.during += during
+    run.rounds.append(during)
     run.build_seconds.append(ended - started)
 
 
@@ -115,10 +124,11 @@ class Variant:
     before: Phase
     during: Phase
     build_seconds: float  # median over the rounds
+    p99_spread: tuple[float, float] = (float("nan"), float("nan"))  # lowest, highest p99 of one round
 
     @staticmethod
     def of(run: Run) -> Variant:
-        return Variant(phase(run.before), phase(run.during), statistics.median(run.build_seconds))
+        return Variant(phase(run.before), phase(run.during), statistics.median(run.build_seconds), run.p99_spread())
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,8 @@ class OnlineFigures:
     plain: Variant
 
 
-def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: int) -> OnlineFigures:
+def setup(server: Any, rows: int) -> tuple[str, str, str]:
+    """A new database released to head with `rows` chat messages; (admin URL, chat URL, the user's id)."""
     import psycopg
     from provider_process import ADMIN_EMAIL, ROLE_PASSWORDS
 
@@ -141,14 +152,6 @@ def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: 
     release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=ROLE_PASSWORDS, wait_seconds=30)
     chat_url = build_url(user="gaia_chat", password=ROLE_PASSWORDS["chat"], host=target.host or "127.0.0.1",
                          port=target.port, database=target.database, sslmode="disable")
-
-    def back_to_0001() -> None:
-        # Exactly a database released at 0001: 0002 adds this index and nothing else.
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
-            conn.execute("UPDATE alembic_version SET version_num = '0001_seed_schema'")
-
-    back_to_0001()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute("SELECT id FROM users WHERE email = %s", (ADMIN_EMAIL,)).fetchone()
         assert row is not None
@@ -162,6 +165,25 @@ def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: 
             (user_id, rows),
         )
         conn.execute("VACUUM ANALYZE chat_messages")
+    server.execute("CHECKPOINT")
+    return admin_url, chat_url, user_id
+
+
+def measure(server: Any, rows: int, rate: float, before_seconds: float, rounds: int) -> OnlineFigures:
+    import psycopg
+    from provider_process import ADMIN_EMAIL, ROLE_PASSWORDS
+
+    from dbops.release import release
+
+    admin_url, chat_url, user_id = setup(server, rows)
+
+    def back_to_0001() -> None:
+        # Exactly a database released at 0001: 0002 adds this index and nothing else.
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+            conn.execute("UPDATE alembic_version SET version_num = '0001_seed_schema'")
+
+    back_to_0001()
     server.execute("CHECKPOINT")
 
     def plain_index() -> None:

@@ -8,6 +8,7 @@
 2. release time: fresh database to head and again on an up-to-date one, vs `psql -f` of the seed's SQL
 3. online migration: writes during the release's CONCURRENTLY index build vs a plain CREATE INDEX
 4. program evaluation: each stack under the mock engine vs a program with one aws.rds.Instance (fresh processes)
+5. schema-change patterns: writes during each dbops.online helper vs the naive statement (bench/patterns.py)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ROOT, evaluation, online, release_bench
+from bench import ROOT, evaluation, online, patterns, release_bench
 
 NOOP = "1. No-op deploy: DB connections opened"
 FRESH = "2. Release: fresh DB to head (migrations, roles, seed)"
@@ -32,8 +33,11 @@ AGAIN = "2. Release again on an up-to-date DB"
 FAILED = "3. Online index build: failed writes"
 BEFORE = "3. Write latency before, p50 / p99 / max"
 DURING = "3. Write latency during, p50 / p99 / max"
+SPREAD = "3. Write latency during: p99 of one round, lowest to highest"
 BUILD = "3. Index build (ours: whole release) duration, median"
 EVAL = "4. Evaluate"
+PATTERN = "5. Pattern"
+PATTERN_GOAL = "0 failed, max ≤ 50 ms"
 # Where an AWS stack's extra evaluation time goes: the VPC lookup and security group need pulumi_aws.ec2, which the
 # single-instance baseline never loads.
 IMPORT_ROW = "4. of which: loading pulumi_aws.ec2 (aws stacks only)"
@@ -55,7 +59,22 @@ def _psql(run: release_bench.PsqlRun) -> str:
     return f"{run.seconds:.2f} s" if run.ok else f"fails after {run.seconds:.2f} s ({run.error})"
 
 
-def database_rows(rows: int, rate: float, before_seconds: float, rounds: int) -> tuple[list[Row], str]:
+def _writes(v: online.Variant) -> str:
+    return f"{v.during.failed} of {v.during.writes} failed; {_triple(v.during)} ({v.build_seconds:.1f} s)"
+
+
+def pattern_rows(figures: list[patterns.PatternFigures], rows: int, rate: float, rounds: int) -> list[Row]:
+    table: list[Row] = []
+    for f in figures:
+        met = f.helper.during.failed == 0 and f.helper.before.failed == 0 and f.helper.during.max_ms <= 50
+        table.append((f"{PATTERN} {f.name} ({rows:,} rows, {rate:g} writes/s, {rounds} rounds): failed writes; "
+                      "p50 / p99 / max during (duration)", f"helper: {_writes(f.helper)}", f"naive: {_writes(f.naive)}",
+                      PATTERN_GOAL, "yes" if met else "no"))
+    return table
+
+
+def database_rows(rows: int, rate: float, before_seconds: float, rounds: int,
+                  pattern_rounds: int) -> tuple[list[Row], str]:
     from pgserver import PgServer, server_bindir
 
     server = PgServer(extra_conf={"log_connections": "on", "max_wal_size": "'4GB'"}).start()
@@ -65,6 +84,7 @@ def database_rows(rows: int, rate: float, before_seconds: float, rounds: int) ->
         with tempfile.TemporaryDirectory() as workdir:
             figures = release_bench.measure(server, Path(workdir))
         lines = online.measure(server, rows, rate, before_seconds, rounds)
+        changes = patterns.measure(server, rows, rate, min(before_seconds, 2.0), pattern_rounds)
     finally:
         server.stop()
 
@@ -84,8 +104,11 @@ def database_rows(rows: int, rate: float, before_seconds: float, rounds: int) ->
         (BEFORE, _triple(ours.before), _triple(plain.before), "", ""),
         (DURING, _triple(ours.during), _triple(plain.during), "p99 ≤ 2x before",
          f"{'yes' if ratio <= 2 else 'no'} ({ratio:.2f}x)"),
+        (SPREAD, f"{_ms(ours.p99_spread[0])} to {_ms(ours.p99_spread[1])} ms",
+         f"{_ms(plain.p99_spread[0])} to {_ms(plain.p99_spread[1])} ms", "", ""),
         (BUILD, f"{ours.build_seconds:.2f} s", f"{plain.build_seconds:.2f} s", "", ""),
     ]
+    table += pattern_rows(changes, rows, rate, pattern_rounds)
     return table, version
 
 
@@ -130,18 +153,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke size: 2,000 rows, short phases, one repeat")
     parser.add_argument("--rate", type=float, default=200, help="writer inserts per second (figure 3)")
     parser.add_argument("--rounds", type=int, default=3, help="index builds per variant, samples pooled (figure 3)")
+    parser.add_argument("--pattern-rounds", type=int, default=3, help="runs per variant and pattern (figure 5)")
     parser.add_argument("--write", action="store_true", help=f"also write {RESULTS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
-    if args.rows < 1 or args.rate <= 0 or args.rounds < 1:
-        parser.error("--rows, --rate and --rounds must be positive")
+    if args.rows < 1 or args.rate <= 0 or args.rounds < 1 or args.pattern_rounds < 1:
+        parser.error("--rows, --rate, --rounds and --pattern-rounds must be positive")
     rows = 2_000 if args.quick else args.rows
     before = 1.0 if args.quick else 5.0
     repeats = 1 if args.quick else 5
     rounds = 1 if args.quick else args.rounds
+    pattern_rounds = 1 if args.quick else args.pattern_rounds
 
-    table, pg_version = database_rows(rows, args.rate, before, rounds)
+    table, pg_version = database_rows(rows, args.rate, before, rounds, pattern_rounds)
     table += evaluation_rows(repeats)
-    command = "venv/bin/python -m bench" + (" --quick" if args.quick else f" --rows {rows} --rounds {rounds}")
+    command = "venv/bin/python -m bench" + (" --quick" if args.quick else
+                                            f" --rows {rows} --rounds {rounds} --pattern-rounds {pattern_rounds}")
     text = render(table)
     print(text)
     print(f"\nMachine: {machine(pg_version)}")
