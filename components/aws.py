@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_random as random
+from pulumi_aws import cloudwatch, ec2, iam, rds
 
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings, SettingsError
@@ -65,13 +65,13 @@ class AwsCluster(DatabaseCluster):
         # Plain invokes (they block until answered), so a network that cannot hold the database stops the program
         # before anything is declared.
         invoke = pulumi.InvokeOptions(parent=self)
-        vpc = aws.ec2.get_vpc(id=settings.aws.vpc_id, default=None if settings.aws.vpc_id else True, opts=invoke)
+        vpc = ec2.get_vpc(id=settings.aws.vpc_id, default=None if settings.aws.vpc_id else True, opts=invoke)
         vpc_id = vpc.id
-        subnet_ids = list(settings.aws.subnet_ids) or list(aws.ec2.get_subnets(
-            filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])], opts=invoke,
+        subnet_ids = list(settings.aws.subnet_ids) or list(ec2.get_subnets(
+            filters=[ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])], opts=invoke,
         ).ids)
         # An RDS subnet group must cover at least two availability zones (DBSubnetGroupDoesNotCoverEnoughAZs).
-        zones = sorted({aws.ec2.get_subnet(id=subnet, opts=invoke).availability_zone for subnet in subnet_ids})
+        zones = sorted({ec2.get_subnet(id=subnet, opts=invoke).availability_zone for subnet in subnet_ids})
         if len(zones) < 2:
             key = "aws.subnetIds" if settings.aws.subnet_ids else "aws.vpcId"
             value = list(subnet_ids) if settings.aws.subnet_ids else vpc_id
@@ -85,7 +85,7 @@ class AwsCluster(DatabaseCluster):
         # family on a major upgrade, say) creates the new group before deleting the old, which a fixed name forbids.
         # An adopted instance stays in its own group (aws.subnetGroupName): RDS cannot move an instance to another
         # subnet group in the same VPC (InvalidVPCNetworkStateFault), so the stack then declares none.
-        subnet_group = None if settings.aws.subnet_group_name else aws.rds.SubnetGroup(
+        subnet_group = None if settings.aws.subnet_group_name else rds.SubnetGroup(
             f"{name}-subnets", subnet_ids=subnet_ids, description=f"gaia-db {env}: the database's subnets",
             tags=settings.resource_tags, opts=child,
         )
@@ -93,12 +93,12 @@ class AwsCluster(DatabaseCluster):
         cidrs: pulumi.Input[list[str]] = list(settings.aws.allowed_cidrs)
         if not settings.aws.allowed_cidrs and not settings.aws.allowed_security_group_ids:
             cidrs = [vpc.cidr_block]
-        security_group = aws.ec2.SecurityGroup(
+        security_group = ec2.SecurityGroup(
             f"{name}-sg",
             description=f"gaia-db {env}: PostgreSQL from allowed networks only",
             vpc_id=vpc_id,
             ingress=[
-                aws.ec2.SecurityGroupIngressArgs(
+                ec2.SecurityGroupIngressArgs(
                     description="PostgreSQL",
                     protocol="tcp",
                     from_port=PORT,
@@ -115,12 +115,12 @@ class AwsCluster(DatabaseCluster):
                                    connections=settings.pool.connections_needed)
         # Explicit, so the connection budget (README) holds whatever RDS's default formula does; static parameter.
         max_connections = max_connections_for(instance_class.memory_mb)
-        parameter_group = aws.rds.ParameterGroup(
+        parameter_group = rds.ParameterGroup(
             f"{name}-params",
             family=f"postgres{settings.major_version}",
             description=f"gaia-db {env}: TLS only, pg_stat_statements, slow-query log",
             parameters=[
-                aws.rds.ParameterGroupParameterArgs(name=key, value=value, apply_method=method)
+                rds.ParameterGroupParameterArgs(name=key, value=value, apply_method=method)
                 for key, value, method in [*PARAMETERS, ("max_connections", str(max_connections), "pending-reboot")]
             ],
             tags=settings.resource_tags,
@@ -140,7 +140,7 @@ class AwsCluster(DatabaseCluster):
         # (terraform-aws-rds create_cloudwatch_log_group / cloudwatch_log_group_retention_in_days).
         log_groups = {
             instance: [
-                aws.cloudwatch.LogGroup(
+                cloudwatch.LogGroup(
                     f"{name}-logs-{instance.removeprefix(identifier + '-') if instance != identifier else 'primary'}"
                     f"-{log}",
                     name=f"/aws/rds/instance/{instance}/{log}",
@@ -152,9 +152,9 @@ class AwsCluster(DatabaseCluster):
             ]
             for instance in [identifier, *replica_ids]
         }
-        monitoring_role: aws.iam.Role | None = None
+        monitoring_role: iam.Role | None = None
         if options.monitoring_interval:
-            monitoring_role = aws.iam.Role(
+            monitoring_role = iam.Role(
                 f"{name}-monitoring",
                 description=f"gaia-db {env}: RDS Enhanced Monitoring publishes OS metrics to CloudWatch Logs",
                 assume_role_policy=json.dumps({
@@ -165,7 +165,7 @@ class AwsCluster(DatabaseCluster):
                 tags=tags,
                 opts=child,
             )
-            aws.iam.RolePolicyAttachment(
+            iam.RolePolicyAttachment(
                 f"{name}-monitoring", role=monitoring_role.name, policy_arn=MONITORING_POLICY_ARN,
                 opts=pulumi.ResourceOptions(parent=monitoring_role),
             )
@@ -218,7 +218,7 @@ class AwsCluster(DatabaseCluster):
             )
             final_snapshot = suffix.hex.apply(lambda hex_id: f"{identifier}-final-{hex_id}")
 
-        self.primary = aws.rds.Instance(
+        self.primary = rds.Instance(
             names.child_name(name, "primary"),
             engine_version=str(settings.major_version),
             # Disabled: RDS upgrades the major version itself when its standard support ends. Enabled: RDS Extended
@@ -237,7 +237,7 @@ class AwsCluster(DatabaseCluster):
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=log_groups[identifier])),
         )
         self.replicas = [
-            aws.rds.Instance(
+            rds.Instance(
                 names.replica_name(name, index),
                 identifier=replica_id,
                 replicate_source_db=self.primary.identifier,
@@ -277,7 +277,7 @@ class AwsCluster(DatabaseCluster):
         checks += [(replica, "replica-lag", "ReplicaLag", "GreaterThanThreshold", REPLICA_LAG_SECONDS)
                    for replica in replica_ids]
         for instance, short, metric, comparison, threshold in checks:
-            aws.cloudwatch.MetricAlarm(
+            cloudwatch.MetricAlarm(
                 f"{name}-alarm-{instance}-{short}",
                 name=f"{instance}-{short}",
                 alarm_description=f"gaia-db {settings.environment}: {metric} of {instance} "
@@ -296,7 +296,7 @@ class AwsCluster(DatabaseCluster):
                 tags=tags,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.primary, *self.replicas]),
             )
-        aws.rds.EventSubscription(
+        rds.EventSubscription(
             f"{name}-events",
             name=f"{identifier}-events",
             sns_topic=topic,

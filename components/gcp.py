@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import compute, monitoring, servicenetworking, sql
 
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings
@@ -30,7 +30,7 @@ PORT = 5432
 MAX_LOG_DAYS = 7  # Enterprise edition keeps at most 7 days of transaction logs
 MAX_STORAGE_GB = 65_536  # Cloud SQL's 64 TB
 BACKUP_START_UTC = "03:00"
-MAINTENANCE_WINDOW = gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(day=7, hour=5)  # Sunday 05:00 UTC
+MAINTENANCE_WINDOW = sql.DatabaseInstanceSettingsMaintenanceWindowArgs(day=7, hour=5)  # Sunday 05:00 UTC
 # How long the backup taken when an instance is deleted is kept (staging and prod).
 FINAL_BACKUP_RETENTION_DAYS = 30
 # Cloud SQL grows the disk itself; the declared size is where it starts (module docstring).
@@ -73,7 +73,7 @@ class GcpCluster(DatabaseCluster):
 
         if private_network and settings.gcp.private_services_access == "create":
             # Private IP needs private services access on the VPC: a reserved range peered with Google's services.
-            peering_range = gcp.compute.GlobalAddress(
+            peering_range = compute.GlobalAddress(
                 f"{name}-private-services-range",
                 project=project,
                 network=private_network,
@@ -84,7 +84,7 @@ class GcpCluster(DatabaseCluster):
                 labels=settings.resource_tags,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            depends_on.append(gcp.servicenetworking.Connection(
+            depends_on.append(servicenetworking.Connection(
                 f"{name}-private-services",
                 network=private_network,
                 service=SERVICE_NETWORKING,
@@ -101,7 +101,7 @@ class GcpCluster(DatabaseCluster):
 
         # No authorized networks ever: with a private network the instance has no public IP at all; without one,
         # its public IP admits only the Cloud SQL Auth Proxy / connectors (IAM-authorised), and TLS is mandatory.
-        ip_configuration = gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
+        ip_configuration = sql.DatabaseInstanceSettingsIpConfigurationArgs(
             ipv4_enabled=private_network is None,
             private_network=private_network,
             ssl_mode="ENCRYPTED_ONLY",
@@ -112,19 +112,18 @@ class GcpCluster(DatabaseCluster):
         max_connections = max_connections_for(cloudsql_memory_mb(tier))
         options = settings.gcp
         flags = [
-            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_min_duration_statement", value="100"),
+            sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="log_min_duration_statement", value="100"),
             # Explicit, so the connection budget (README) holds: Cloud SQL's default is 100 on 3.75 GB.
-            gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="max_connections", value=str(max_connections)),
+            sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="max_connections", value=str(max_connections)),
         ]
         if options.iam_auth:
             # IAM database authentication (terraform-google-sql-db: database_flags cloudsql.iam_authentication=on);
             # IAM users then log in with an OAuth token as the password (docs/RUNBOOK.md, IAM logins).
-            flags.append(gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="cloudsql.iam_authentication",
-                                                                          value="on"))
-        insights = gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+            flags.append(sql.DatabaseInstanceSettingsDatabaseFlagArgs(name="cloudsql.iam_authentication", value="on"))
+        insights = sql.DatabaseInstanceSettingsInsightsConfigArgs(
             query_insights_enabled=True, query_string_length=QUERY_STRING_LENGTH,
             query_plans_per_minute=QUERY_PLANS_PER_MINUTE, record_application_tags=True, record_client_address=True,
-        ) if options.query_insights else gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+        ) if options.query_insights else sql.DatabaseInstanceSettingsInsightsConfigArgs(
             query_insights_enabled=False
         )
         ceiling = storage_ceiling_gb(settings.size.storage_gb, MAX_STORAGE_GB)
@@ -148,7 +147,7 @@ class GcpCluster(DatabaseCluster):
         pitr = settings.point_in_time_recovery
         log_days, retained_backups = backup_days(settings.backup_retention_days)
         keeps_final_backup = env != "dev"
-        self.primary = gcp.sql.DatabaseInstance(
+        self.primary = sql.DatabaseInstance(
             names.child_name(name, "primary"),
             name=instance_name,
             database_version=database_version(settings.major_version),
@@ -156,21 +155,21 @@ class GcpCluster(DatabaseCluster):
             project=project,
             deletion_protection=settings.is_prod,
             **encryption,
-            settings=gcp.sql.DatabaseInstanceSettingsArgs(
+            settings=sql.DatabaseInstanceSettingsArgs(
                 availability_type="REGIONAL" if settings.is_prod else "ZONAL",
-                backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
+                backup_configuration=sql.DatabaseInstanceSettingsBackupConfigurationArgs(
                     enabled=True,
                     start_time=BACKUP_START_UTC,
                     point_in_time_recovery_enabled=pitr,
                     transaction_log_retention_days=log_days,
-                    backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
+                    backup_retention_settings=sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                         retained_backups=retained_backups, retention_unit="COUNT"
                     ),
                 ),
                 maintenance_window=MAINTENANCE_WINDOW,  # the primary's only: replicas take none
                 # Deleting (or replacing) the instance keeps its backups and takes a last one (staging, prod).
                 retain_backups_on_delete=keeps_final_backup,
-                final_backup_config=gcp.sql.DatabaseInstanceSettingsFinalBackupConfigArgs(
+                final_backup_config=sql.DatabaseInstanceSettingsFinalBackupConfigArgs(
                     enabled=True, retention_days=FINAL_BACKUP_RETENTION_DAYS
                 ) if keeps_final_backup else None,
                 **common,
@@ -178,7 +177,7 @@ class GcpCluster(DatabaseCluster):
             opts=instance_opts(),
         )
         self.replicas = [
-            gcp.sql.DatabaseInstance(
+            sql.DatabaseInstance(
                 names.replica_name(name, index),
                 name=names.replica_name(instance_name, index),
                 master_instance_name=self.primary.name,
@@ -187,12 +186,12 @@ class GcpCluster(DatabaseCluster):
                 project=project,
                 deletion_protection=settings.is_prod,
                 **encryption,
-                replica_configuration=gcp.sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
-                settings=gcp.sql.DatabaseInstanceSettingsArgs(
+                replica_configuration=sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
+                settings=sql.DatabaseInstanceSettingsArgs(
                     availability_type="ZONAL",
                     # gcp.replicaZones spreads the replicas over the region's zones (terraform-google-sql-db
                     # read_replicas[].zone); a zone change moves the replica in place (not ForceNew).
-                    location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
+                    location_preference=sql.DatabaseInstanceSettingsLocationPreferenceArgs(
                         zone=options.replica_zones[(index - 1) % len(options.replica_zones)]
                     ) if options.replica_zones else None,
                     **common,
@@ -204,14 +203,14 @@ class GcpCluster(DatabaseCluster):
         if options.notification_channels:
             self._alert_policies(name, settings, instance_name, max_connections)
         stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
-        self.database = gcp.sql.Database(
+        self.database = sql.Database(
             names.child_name(name, "database"),
             name=settings.database_name,
             instance=self.primary.name,
             project=project,
             opts=stateful,
         )
-        self.user = gcp.sql.User(
+        self.user = sql.User(
             names.child_name(name, "admin"),
             name=settings.gcp.admin_user,  # gaia_<env>, or an adopted instance's admin (gcp.adminUser)
             instance=self.primary.name,
@@ -222,7 +221,7 @@ class GcpCluster(DatabaseCluster):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
         )
 
-        def address(instance: gcp.sql.DatabaseInstance) -> pulumi.Output[str]:
+        def address(instance: sql.DatabaseInstance) -> pulumi.Output[str]:
             return instance.private_ip_address if private_network else instance.public_ip_address
 
         self.host = address(self.primary)
@@ -245,29 +244,29 @@ class GcpCluster(DatabaseCluster):
                     f'starts_with("{project}:{instance_name}")'
         five_minutes = "300s"
 
-        def threshold(metric: str, value: float, reducer: str | None = None) -> gcp.monitoring.AlertPolicyConditionArgs:
-            aggregation = gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+        def threshold(metric: str, value: float, reducer: str | None = None) -> monitoring.AlertPolicyConditionArgs:
+            aggregation = monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
                 alignment_period="60s", per_series_aligner="ALIGN_MAX",
                 cross_series_reducer=reducer, group_by_fields=["resource.labels.database_id"] if reducer else None,
             )
-            return gcp.monitoring.AlertPolicyConditionArgs(
+            return monitoring.AlertPolicyConditionArgs(
                 display_name=f"{metric} above {value:g}",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                     filter=f'{instances} AND metric.type = "cloudsql.googleapis.com/database/{metric}"',
                     comparison="COMPARISON_GT", threshold_value=value, duration=five_minutes,
                     aggregations=[aggregation],
                 ),
             )
 
-        policies: dict[str, gcp.monitoring.AlertPolicyConditionArgs] = {
+        policies: dict[str, monitoring.AlertPolicyConditionArgs] = {
             "disk": threshold("disk/utilization", DISK_UTILIZATION),
             "transaction-ids": threshold("postgresql/transaction_id_utilization", TRANSACTION_ID_UTILIZATION),
             # num_backends is per database: summed per instance.
             "connections": threshold("postgresql/num_backends", float(int(CONNECTIONS_FRACTION * max_connections)),
                                      reducer="REDUCE_SUM"),
-            "backups": gcp.monitoring.AlertPolicyConditionArgs(
+            "backups": monitoring.AlertPolicyConditionArgs(
                 display_name="a backup failed",
-                condition_matched_log=gcp.monitoring.AlertPolicyConditionConditionMatchedLogArgs(
+                condition_matched_log=monitoring.AlertPolicyConditionConditionMatchedLogArgs(
                     filter=f'{instances} AND protoPayload.methodName : "backupRuns" AND severity >= ERROR',
                 ),
             ),
@@ -275,7 +274,7 @@ class GcpCluster(DatabaseCluster):
         if settings.read_replicas:
             policies["replica-lag"] = threshold("replication/replica_lag", REPLICA_LAG_SECONDS)
         for short, condition in policies.items():
-            gcp.monitoring.AlertPolicy(
+            monitoring.AlertPolicy(
                 f"{name}-alert-{short}",
                 project=project,
                 display_name=f"gaia-db {env}: {short}",
@@ -283,8 +282,8 @@ class GcpCluster(DatabaseCluster):
                 conditions=[condition],
                 notification_channels=list(settings.gcp.notification_channels),
                 # A log-match condition needs a notification rate limit.
-                alert_strategy=gcp.monitoring.AlertPolicyAlertStrategyArgs(
-                    notification_rate_limit=gcp.monitoring.AlertPolicyAlertStrategyNotificationRateLimitArgs(
+                alert_strategy=monitoring.AlertPolicyAlertStrategyArgs(
+                    notification_rate_limit=monitoring.AlertPolicyAlertStrategyNotificationRateLimitArgs(
                         period="3600s"
                     )
                 ) if condition.condition_matched_log is not None else None,
