@@ -11,6 +11,7 @@ cluster = database.cluster
 
 pulumi.export("databaseUrl", database.database_url)
 pulumi.export("readerUrls", database.reader_urls)
+pulumi.export("serviceReaderUrls", database.service_reader_urls)
 pulumi.export("serviceUrls", database.service_urls)
 pulumi.export("adminApiKey", database.admin_api_key)  # secret: PortableDatabase wraps it
 pulumi.export("host", cluster.host)

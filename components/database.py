@@ -10,7 +10,7 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster
 from components.release import Release
 from components.settings import Provider, Settings
-from dbops.names import SERVICE_ROLES, SERVICES
+from dbops.names import LOGIN_ROLES, LOGINS, READER, SERVICES
 from dbops.revisions import head_revision
 from dbops.urls import build_url
 
@@ -46,7 +46,9 @@ class PortableDatabase(pulumi.ComponentResource):
         super().__init__("gaia:index:PortableDatabase", name, None, opts)
 
         admin_password = _secret(f"{name}-admin-password", self, PASSWORD_LENGTH)
-        role_secrets = {service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH) for service in SERVICES}
+        # One password per managed login: each service's, and the read-only reader's (readerUrls). The release sets
+        # them all the same way (dbops.release role_passwords).
+        role_secrets = {login: _secret(f"{name}-{login}-password", self, PASSWORD_LENGTH) for login in LOGINS}
         # Bumping adminKeyVersion replaces this password, which is how the admin API key is rotated.
         admin_key = _secret(
             f"{name}-admin-api-key", self, API_KEY_LENGTH, keepers={"version": str(settings.admin_key_version)}
@@ -76,18 +78,31 @@ class PortableDatabase(pulumi.ComponentResource):
             )
 
         self.database_url = url(user, password, cluster.host, cluster.port)
-        self.reader_urls: pulumi.Output[list[str]] = pulumi.Output.secret(
-            cluster.readers.apply(
-                lambda readers: pulumi.Output.all(*[url(user, password, r["host"], r["port"]) for r in readers])
+
+        def on_replicas(login: str) -> pulumi.Output[list[str]]:
+            """`login`'s URL on each read replica: roles and passwords live in the primary and replicate."""
+            return pulumi.Output.secret(
+                cluster.readers.apply(
+                    lambda readers: pulumi.Output.all(*[
+                        url(LOGIN_ROLES[login], self.role_passwords[login], r["host"], r["port"]) for r in readers
+                    ])
+                )
             )
+
+        # The replicas' URLs log in as the read-only gaia_reader (analytics, operations), never as the admin.
+        self.reader_urls: pulumi.Output[list[str]] = on_replicas(READER)
+        # Each service's own login on each replica, for the read traffic it moves off the primary.
+        self.service_reader_urls: pulumi.Output[dict[str, list[str]]] = pulumi.Output.secret(
+            pulumi.Output.all(**{service: on_replicas(service) for service in SERVICES})
         )
         self.service_urls: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             pulumi.Output.all(**{
-                service: url(SERVICE_ROLES[service], role_password, cluster.host, cluster.port)
-                for service, role_password in self.role_passwords.items()
+                service: url(LOGIN_ROLES[service], self.role_passwords[service], cluster.host, cluster.port)
+                for service in SERVICES
             })
         )
-        # Cloud SQL's unix-socket form (Cloud Run, the Auth Proxy's socket directory).
+        # Cloud SQL's unix-socket form of the admin login, for operations through the Auth Proxy's socket directory;
+        # a service uses its own serviceUrls entry with `?host=/cloudsql/…` instead (README, "Stack outputs").
         self.socket_url: pulumi.Output[str] | None = None
         if cluster.socket_dir is not None:
             self.socket_url = pulumi.Output.secret(

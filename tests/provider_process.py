@@ -24,7 +24,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 from pulumi.runtime.sync_await import _sync_await
 
-from dbops.names import SERVICES
+from dbops.names import LOGINS
 from dbops.revisions import head_revision
 from dbops.urls import parse_url
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 RELEASE_TYPE = "pulumi-python:dynamic/gaia:Release"
 URN = f"urn:pulumi:test::gaia-db::gaia:index:PortableDatabase${RELEASE_TYPE}::gaia-db-test-release"
-ROLE_PASSWORDS = {service: f"{service}-password-0123456789" for service in SERVICES}
+# As the program passes them: every managed login, the services and the read-only reader.
+ROLE_PASSWORDS = {login: f"{login}-password-0123456789" for login in LOGINS}
 ADMIN_EMAIL = "admin@dev.gaia.com"
 ADMIN_API_KEY = "gaia_first-admin-key-0123456789"
 # A copy of the project the provider process can run the release from: components/ (the provider), dbops/ (the

@@ -38,9 +38,11 @@ from pulumi.runtime.proto import provider_pb2
 
 from components.local import ADMIN_USER, boot_id
 from components.scripts import HERE as SCRIPTS_DIR
+from dbops.health import check
 from dbops.names import SERVICES
 from dbops.revisions import head_revision
 from dbops.seed import key_hash
+from dbops.urls import parse_url
 
 COMMAND = "command:local:Command"
 SCRIPT_TIMEOUT = 120
@@ -388,10 +390,38 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
         with psycopg.connect(url, autocommit=True) as conn:
             assert one_row(conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == (True,)
             assert rights(conn) == ALLOWED[service], service
+    # Issue 10, item 4: each replica's reader URL logs in as the read-only gaia_reader (never the admin), reads what
+    # DESIGN.md gives it and writes nothing; each service's own login works on each replica too.
+    admin_password = parse_url(outputs["databaseUrl"]).password
+    assert len(outputs["readerUrls"]) == 2
     for number, reader in enumerate(outputs["readerUrls"], start=1):
         assert reader.endswith(f"@127.0.0.1:{stack.port + number}/gaia_dev?sslmode=require")
-        with psycopg.connect(reader) as conn:  # the schema reached the replica too
-            assert wait_until(lambda c=conn: one_row(c, "SELECT to_regclass('public.api_keys') IS NOT NULL")[0])
+        assert admin_password not in reader and f"{ADMIN_USER}:" not in reader
+        with psycopg.connect(reader, autocommit=True) as conn:  # the schema and the sample rows reached the replica
+            assert wait_until(lambda c=conn: one_row(c, "SELECT count(*) FROM assets")[0] == 1)
+            assert one_row(conn, "SELECT current_user, pg_is_in_recovery(), inet_server_port(), "
+                                 "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())") == (
+                "gaia_reader", True, stack.port + number, True)
+            assert one_row(conn, "SELECT count(*) FROM users WHERE email = 'u@x.io'") == (1,)
+            assert one_row(conn, "SELECT count(*) FROM chat_messages") == (1,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # api_keys without key_hash
+                conn.execute("SELECT key_hash FROM api_keys")
+            # Not a write on a standby (that is refused for anyone): the role itself may not write, as on the primary.
+            for write in ("INSERT INTO users (email) VALUES ('r@x.io')", "DELETE FROM assets", "TRUNCATE users"):
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    conn.execute(write)  # type: ignore[arg-type]
+        health = check(reader, timeout=5)  # operations check a replica with its reader URL (docs/RUNBOOK.md)
+        assert health["status"] == "healthy", health
+    reader_on_primary = outputs["readerUrls"][0].replace(f":{stack.port + 1}/", f":{stack.port}/")
+    with psycopg.connect(reader_on_primary, autocommit=True) as conn:
+        assert rights(conn) == ALLOWED["reader"]
+    assert set(outputs["serviceReaderUrls"]) == set(SERVICES)
+    for service, urls in outputs["serviceReaderUrls"].items():
+        assert [u.rsplit("@", 1)[1] for u in urls] == [r.rsplit("@", 1)[1] for r in outputs["readerUrls"]]
+        for url in urls:
+            assert admin_password not in url
+            with psycopg.connect(url) as conn:
+                assert one_row(conn, "SELECT current_user, pg_is_in_recovery()") == (f"gaia_{service}", True)
 
 
 def test_both_replicas_stream_what_the_primary_writes(stack: LocalStack) -> None:

@@ -68,6 +68,10 @@ def test_create_diff_update_delete_in_the_provider_process(provider: ProviderPro
         assert secret not in repr(outs)
     assert _scalar(admin_url, "SELECT version_num FROM alembic_version") == head_revision()
     assert _scalar(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == key_hash(props["adminApiKey"])
+    # The reader's password arrives like the services' and is set on gaia_reader (readerUrls log in with it).
+    reader = build_url(user="gaia_reader", password=ROLE_PASSWORDS["reader"], host="127.0.0.1", port=pg.port,
+                       database=parse_url(admin_url).database, sslmode="disable")
+    assert _scalar(reader, "SELECT current_user") == "gaia_reader"
 
     # A no-op diff, a diff after provider churn and a diff through a tunnel on another port: no change, and not one
     # connection reaches the server.

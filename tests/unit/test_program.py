@@ -14,14 +14,15 @@ from program import Declared, Evaluation, evaluate, provider_config, run_error, 
 
 from components.settings import TIERS
 from components.sizing import cloudsql_tier, rds_instance_class
-from dbops.urls import build_url
+from dbops.urls import build_url, parse_url
 
 ENVS = ("dev", "staging", "prod")
 CLOUDS = ("aws", "gcp", "fly")
 RDS = "aws:rds/instance:Instance"
 CLOUDSQL = "gcp:sql/databaseInstance:DatabaseInstance"
 PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool"}
-SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceUrls", "adminApiKey"}
+SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceReaderUrls", "serviceUrls", "adminApiKey"}
+SERVICES = ("analytics", "chat", "assets", "auth")
 
 
 _cache: dict[tuple[str, str, bool], Evaluation] = {}
@@ -62,13 +63,49 @@ def test_stack_outputs_are_the_contract_and_credentials_are_secret(env: str, pro
     )
     assert len(ev.outputs["readerUrls"]) == tier.read_replicas
     assert all(url.endswith(f"/{database}?sslmode={sslmode}") for url in ev.outputs["readerUrls"])
-    assert set(ev.outputs["serviceUrls"]) == {"analytics", "chat", "assets", "auth"}
+    assert set(ev.outputs["serviceUrls"]) == set(SERVICES)
     for service, url in ev.outputs["serviceUrls"].items():
         assert url == build_url(
             user=f"gaia_{service}", password=f"pw-gaia-db-{env}-{service}-password-xxxxxxxx",
             host=ev.outputs["host"], port=5432, database=database, sslmode=sslmode,
         )
     assert ev.outputs["adminApiKey"] == f"pw-gaia-db-{env}-admin-api-key-xxxxxxxx"
+
+
+def assert_readers_are_never_the_admin(ev: Evaluation, env: str, replicas: int) -> None:
+    """readerUrls log in as gaia_reader and serviceReaderUrls as each service, on every replica; no reader URL holds
+    the admin's login or password (issue 10, item 4)."""
+    admin = parse_url(ev.outputs["databaseUrl"])
+    readers = [parse_url(url) for url in ev.outputs["readerUrls"]]
+    assert len(readers) == replicas
+    for reader in readers:
+        assert (reader.user, reader.password) == ("gaia_reader", f"pw-gaia-db-{env}-reader-password-xxxxxxxx")
+        assert (reader.database, reader.sslmode) == (admin.database, admin.sslmode)
+    assert set(ev.outputs["serviceReaderUrls"]) == set(SERVICES)
+    for service, urls in ev.outputs["serviceReaderUrls"].items():
+        logins = [parse_url(url) for url in urls]
+        assert [(x.host, x.port, x.database, x.sslmode) for x in logins] == [
+            (r.host, r.port, r.database, r.sslmode) for r in readers
+        ]
+        assert {(x.user, x.password) for x in logins} <= {
+            (f"gaia_{service}", f"pw-gaia-db-{env}-{service}-password-xxxxxxxx")
+        }
+    every_reader_url = [*ev.outputs["readerUrls"], *(u for us in ev.outputs["serviceReaderUrls"].values() for u in us)]
+    assert every_reader_url or replicas == 0
+    for url in every_reader_url:
+        assert admin.password not in url and f"{admin.user}:" not in url
+
+
+@pytest.mark.parametrize("provider", CLOUDS)
+@pytest.mark.parametrize("env", ENVS)
+def test_reader_urls_log_in_as_gaia_reader_and_each_service_on_every_replica(env: str, provider: str) -> None:
+    assert_readers_are_never_the_admin(program(env, provider), env, TIERS[env].read_replicas)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("provider", [*CLOUDS, "local"])
+def test_a_stack_with_replicas_gives_every_replica_a_reader_and_service_logins(provider: str) -> None:
+    ev = evaluate("dev", provider_config("dev", provider, readReplicas=2))
+    assert_readers_are_never_the_admin(ev, "dev", 2)
 
 
 def _credentials(ev: Evaluation) -> list[Declared]:
@@ -79,8 +116,7 @@ def _credentials(ev: Evaluation) -> list[Declared]:
 def test_credentials_are_random_and_the_admin_key_rotates_with_its_version(provider: str) -> None:
     ev = program("dev", provider)
     names = sorted(r.name.removeprefix("gaia-db-dev-") for r in _credentials(ev))
-    services = ("analytics", "chat", "assets", "auth")
-    assert names == sorted(["admin-password", "admin-api-key", *(f"{s}-password" for s in services)])
+    assert names == sorted(["admin-password", "admin-api-key", "reader-password", *(f"{s}-password" for s in SERVICES)])
     for secret in _credentials(ev):
         assert "result" in secret.additional_secret_outputs
         assert secret.inputs["length"] >= 40 and secret.inputs["special"] is False
@@ -320,7 +356,7 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
     assert release.inputs["migrationHead"] == head_revision()
     assert release.inputs["environment"] == env and release.inputs["adminEmail"] == ev_admin_email(env)
     assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
-    assert set(release.inputs["rolePasswords"]) == {"analytics", "chat", "assets", "auth"}
+    assert set(release.inputs["rolePasswords"]) == {*SERVICES, "reader"}  # one mechanism for every managed login
     assert release.additional_secret_outputs == ["credentialsFingerprint"]
     # It waits for the primary, every replica (Fly: the cluster command makes them all and sets the password) and
     # every credential.
@@ -331,7 +367,7 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
         database = {r.urn for r in ev.of_type(RDS if provider == "aws" else CLOUDSQL)}
         assert len(database) == 1 + TIERS[env].read_replicas  # type: ignore[index]
     credentials = {r.urn for r in _credentials(ev)}
-    assert len(credentials) == 6
+    assert len(credentials) == 7
     assert database | credentials <= set(release.dependencies)
 
 
