@@ -10,7 +10,7 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster
 from components.release import Release
 from components.settings import Provider, Settings
-from dbops.names import LOGIN_ROLES, LOGINS, READER, SERVICES
+from dbops.names import ADMIN_KEY_PREFIX, LOGIN_ROLES, LOGINS, READER, SERVICES
 from dbops.revisions import head_revision
 from dbops.urls import build_url
 
@@ -55,8 +55,11 @@ class PortableDatabase(pulumi.ComponentResource):
         )
         credentials: list[pulumi.Resource] = [admin_password, admin_key, *role_secrets.values()]
         self.role_passwords: dict[str, pulumi.Output[str]] = {s: secret.result for s, secret in role_secrets.items()}
+        # The same format as the CLI's generated key (dbops.seed): `gaia_` + random, recognisable to secret scanners.
         # Secret by the engine's additionalSecretOutputs already; wrapped here so no engine can make it plain.
-        self.admin_api_key: pulumi.Output[str] = pulumi.Output.secret(admin_key.result)
+        self.admin_api_key: pulumi.Output[str] = pulumi.Output.secret(
+            admin_key.result.apply(lambda key: ADMIN_KEY_PREFIX + key)
+        )
 
         # An adopted database keeps its existing admin password (adminPassword) until the runbook's hand-over removes
         # the key; the generated one is declared either way, so that hand-over is a config change, not a new resource.

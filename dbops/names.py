@@ -15,6 +15,10 @@ SERVICES = ("analytics", "chat", "assets", "auth")
 # NOLOGIN role that owns every schema object, so default privileges (set FOR this role) cover future tables.
 OWNER_ROLE = "gaia_owner"
 
+# Every admin API key starts with this, on both paths (the CLI's generated key and the Pulumi program's), so a leaked
+# key is recognisable to secret scanners.
+ADMIN_KEY_PREFIX = "gaia_"
+
 
 # The read-only login for the read replicas (analytics, operations): `readerUrls` log in as it, never as the admin.
 READER = "reader"

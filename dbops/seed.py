@@ -12,10 +12,12 @@ import secrets
 import psycopg
 from psycopg.types.json import Jsonb
 
+from dbops.names import ADMIN_KEY_PREFIX
+
 ADMIN_NAME = "Admin"
 ADMIN_KEY_NAME = "Admin Key"
 ADMIN_PERMISSIONS = {"admin": True}
-KEY_PREFIX = "gaia_"  # makes a leaked key recognisable to secret scanners
+KEY_PREFIX = ADMIN_KEY_PREFIX  # makes a leaked key recognisable to secret scanners
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -16,7 +16,7 @@ from pgserver import PgServer, free_port, wait_until
 
 from dbops import locking, seed, urls
 from dbops.errors import DbopsError
-from dbops.names import LOGINS, SERVICES
+from dbops.names import ADMIN_KEY_PREFIX, LOGINS, SERVICES
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
@@ -69,6 +69,7 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
     _, admin_url = fresh_cluster.create_database()
     result = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
     assert result.admin_api_key is not None and len(result.admin_api_key) >= 40
+    assert result.admin_api_key.startswith(ADMIN_KEY_PREFIX)  # the Pulumi program's format too (test_program.py)
     assert result.passwords_changed == LOGINS  # the services and the read-only reader
     assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(result.admin_api_key), "Admin Key", {"admin": True})]
     for service in SERVICES:

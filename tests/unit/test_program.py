@@ -14,6 +14,8 @@ from program import Declared, Evaluation, evaluate, provider_config, run_error, 
 
 from components.settings import TIERS
 from components.sizing import cloudsql_tier, rds_instance_class
+from dbops.names import ADMIN_KEY_PREFIX
+from dbops.seed import generate_key
 from dbops.urls import build_url, parse_url
 
 ENVS = ("dev", "staging", "prod")
@@ -69,7 +71,9 @@ def test_stack_outputs_are_the_contract_and_credentials_are_secret(env: str, pro
             user=f"gaia_{service}", password=f"pw-gaia-db-{env}-{service}-password-xxxxxxxx",
             host=ev.outputs["host"], port=5432, database=database, sslmode=sslmode,
         )
-    assert ev.outputs["adminApiKey"] == f"pw-gaia-db-{env}-admin-api-key-xxxxxxxx"
+    # The same format as the CLI's key (dbops.seed.generate_key): gaia_ + random (issue 14, finding 11).
+    assert ev.outputs["adminApiKey"] == f"gaia_pw-gaia-db-{env}-admin-api-key-xxxxxxxx"
+    assert ev.outputs["adminApiKey"].startswith(ADMIN_KEY_PREFIX) and generate_key().startswith(ADMIN_KEY_PREFIX)
 
 
 def assert_readers_are_never_the_admin(ev: Evaluation, env: str, replicas: int) -> None:
