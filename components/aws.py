@@ -41,6 +41,11 @@ CONNECTIONS_FRACTION = 0.80  # of max_connections
 # RDS event categories sent to the topic; failed backups arrive as "backup" / "failure" events (no metric exists).
 EVENT_CATEGORIES = ["backup", "failure", "failover", "low storage", "maintenance"]
 GIB = 1024**3
+# issue 21: the SSM bastion (aws.bastion). Amazon Linux 2023 carries the SSM agent; the image is resolved by EC2 at
+# launch from AWS's public parameter, and `ami` is in ignore_changes so a newer image never replaces the bastion.
+BASTION_AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}"
+BASTION_SERVICE = "ec2.amazonaws.com"
+SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
 # (name, value, apply method): static parameters only take effect on reboot, and AWS rejects "immediate" for them.
 PARAMETERS = [
@@ -93,6 +98,11 @@ class AwsCluster(DatabaseCluster):
         cidrs: pulumi.Input[list[str]] = list(settings.aws.allowed_cidrs)
         if not settings.aws.allowed_cidrs and not settings.aws.allowed_security_group_ids:
             cidrs = [vpc.cidr_block]
+        # The bastion's group is one more allowed group: an in-place change of this group's rules, never of the
+        # instance (vpc_security_group_ids stays the same group).
+        allowed_groups: list[pulumi.Input[str]] = list(settings.aws.allowed_security_group_ids)
+        if settings.aws.bastion is not None:
+            allowed_groups.append(self._bastion(name, settings, vpc_id, vpc.cidr_block, subnet_ids))
         security_group = ec2.SecurityGroup(
             f"{name}-sg",
             description=f"gaia-db {env}: PostgreSQL from allowed networks only",
@@ -104,7 +114,7 @@ class AwsCluster(DatabaseCluster):
                     from_port=PORT,
                     to_port=PORT,
                     cidr_blocks=cidrs,
-                    security_groups=list(settings.aws.allowed_security_group_ids),
+                    security_groups=allowed_groups,
                 )
             ],
             tags=settings.resource_tags,
@@ -306,6 +316,62 @@ class AwsCluster(DatabaseCluster):
             tags=tags,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.primary, *self.replicas])),
         )
+
+
+    def _bastion(self, name: str, settings: Settings, vpc_id: str, vpc_cidr: str,
+                 subnet_ids: list[str]) -> pulumi.Output[str]:
+        """The SSM bastion (aws.bastion): a tiny instance in the database's subnets with the SSM agent, no inbound
+        rule and no key pair; `aws ssm start-session` forwards a local port through it to the database
+        (README "Reaching the database"). Returns its security group's id for the database's ingress."""
+        assert settings.aws is not None and settings.aws.bastion is not None
+        bastion = settings.aws.bastion
+        env = settings.environment
+        tags = settings.resource_tags
+        child = pulumi.ResourceOptions(parent=self)
+        group = ec2.SecurityGroup(
+            f"{name}-bastion-sg",
+            description=f"gaia-db {env}: the SSM bastion, no inbound rule",
+            vpc_id=vpc_id,
+            ingress=[],
+            egress=[
+                # The SSM agent dials out to the Systems Manager endpoints (through a NAT gateway or the VPC's
+                # interface endpoints); the forwarded session goes on to PostgreSQL inside the VPC.
+                ec2.SecurityGroupEgressArgs(description="HTTPS to Systems Manager", protocol="tcp", from_port=443,
+                                            to_port=443, cidr_blocks=["0.0.0.0/0"]),
+                ec2.SecurityGroupEgressArgs(description="PostgreSQL in the VPC", protocol="tcp", from_port=PORT,
+                                            to_port=PORT, cidr_blocks=[vpc_cidr]),
+            ],
+            tags=tags,
+            opts=child,
+        )
+        role = iam.Role(
+            f"{name}-bastion",
+            description=f"gaia-db {env}: the SSM bastion's instance role (Session Manager only)",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                               "Principal": {"Service": BASTION_SERVICE}}],
+            }),
+            tags=tags,
+            opts=child,
+        )
+        iam.RolePolicyAttachment(f"{name}-bastion-ssm", role=role.name, policy_arn=SSM_CORE_POLICY_ARN,
+                                 opts=pulumi.ResourceOptions(parent=role))
+        profile = iam.InstanceProfile(f"{name}-bastion", role=role.name, tags=tags,
+                                      opts=pulumi.ResourceOptions(parent=role))
+        ec2.Instance(
+            f"{name}-bastion",
+            ami=BASTION_AMI.format(architecture=bastion.architecture),
+            instance_type=bastion.instance_type,
+            subnet_id=bastion.subnet_id or subnet_ids[0],
+            vpc_security_group_ids=[group.id],
+            iam_instance_profile=profile.name,
+            metadata_options=ec2.InstanceMetadataOptionsArgs(http_tokens="required", http_endpoint="enabled"),
+            root_block_device=ec2.InstanceRootBlockDeviceArgs(encrypted=True, volume_type="gp3"),
+            tags={**tags, "Name": f"{settings.aws.identifier}-bastion"},
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+        )
+        return group.id
 
 
 def _host_ports(pairs: list[list[object]]) -> list[HostPort]:

@@ -100,7 +100,11 @@ GCP_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[a-z0-9-]+/keyRings/[^/]+/c
 GCP_NOTIFICATION_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[0-9]+$")
 AWS_FIELDS = ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "iamAuth", "kmsKeyId",
               "engineLifecycleSupport", "caCertIdentifier", "performanceInsightsRetentionDays", "monitoringInterval",
-              "logRetentionDays", "alarmTopicArn", *AWS_ADOPTION_FIELDS)
+              "logRetentionDays", "alarmTopicArn", "bastion", *AWS_ADOPTION_FIELDS)
+# issue 21: the SSM bastion the release's tunnel goes through (aws.bastion). Graviton families (a `g` after the
+# generation: t4g, m7g, c6gn) run the arm64 image, the others x86_64.
+BASTION_INSTANCE_TYPE = re.compile(r"^[a-z]+[0-9]+[a-z-]*\.[a-z0-9]+$")
+DEFAULT_BASTION_INSTANCE_TYPE = "t4g.nano"
 GCP_FIELDS = ("privateNetwork", "allowPublicIp", "privateServicesAccess", "iamAuth", "encryptionKeyName",
               "queryInsights", "replicaZones", "notificationChannels", *GCP_ADOPTION_FIELDS)
 
@@ -154,6 +158,19 @@ class FlySettings:
 
 
 @dataclass(frozen=True)
+class BastionSettings:
+    """A tiny instance the release's SSM port forwarding goes through: no inbound rule, the SSM agent only."""
+
+    instance_type: str
+    subnet_id: str | None  # None: the first of the database's subnets
+
+    @property
+    def architecture(self) -> str:
+        family = self.instance_type.split(".")[0]
+        return "arm64" if "g" in re.sub(r"^[a-z]+[0-9]+", "", family) else "x86_64"
+
+
+@dataclass(frozen=True)
 class AwsSettings:
     vpc_id: str | None
     subnet_ids: tuple[str, ...]
@@ -173,6 +190,7 @@ class AwsSettings:
     monitoring_interval: int = 0  # seconds; 0: Enhanced Monitoring off
     log_retention_days: int = 7
     alarm_topic_arn: str | None = None  # None: no alarms
+    bastion: BastionSettings | None = None  # issue 21: None: no bastion (the release reaches RDS some other way)
 
 
 @dataclass(frozen=True)
@@ -449,6 +467,7 @@ def parse_settings(
             ),
             **_aws_options(obj, environment),
             **_aws_adoption(obj, environment, subnet_ids),
+            bastion=_bastion(obj.get("bastion", False), subnet_ids),
         )
     elif provider == "gcp":
         obj = _object("gcp", raw.get("gcp", {}), (), GCP_FIELDS)
@@ -572,6 +591,26 @@ def _aws_options(obj: Mapping[str, Any], environment: Environment) -> dict[str, 
         alarm_topic_arn=_string("aws.alarmTopicArn", obj["alarmTopicArn"], SNS_TOPIC_ARN,
                                 "it must be an SNS topic ARN such as arn:aws:sns:us-west-2:123456789012:db-alerts")
         if "alarmTopicArn" in obj else None,
+    )
+
+
+def _bastion(value: Any, subnet_ids: tuple[str, ...]) -> BastionSettings | None:
+    """aws.bastion: `true`, or `{instanceType?, subnetId?}`; `false` or unset declares none."""
+    if value is True or value == "true":
+        value = {}
+    if value is False or value == "false":
+        return None
+    if not isinstance(value, dict):
+        raise _fail("aws.bastion", value, "it must be true, false or an object with instanceType, subnetId")
+    obj = _object("aws.bastion", value, (), ("instanceType", "subnetId"))
+    subnet = _aws_id("subnet")("aws.bastion.subnetId", obj["subnetId"]) if "subnetId" in obj else None
+    if subnet is not None and subnet_ids and subnet not in subnet_ids:
+        raise _fail("aws.bastion.subnetId", subnet, "it must be one of the database's aws.subnetIds ("
+                    + ", ".join(subnet_ids) + ")")
+    return BastionSettings(
+        instance_type=_string("aws.bastion.instanceType", obj.get("instanceType", DEFAULT_BASTION_INSTANCE_TYPE),
+                              BASTION_INSTANCE_TYPE, "it must be an EC2 instance type such as t4g.nano"),
+        subnet_id=subnet,
     )
 
 

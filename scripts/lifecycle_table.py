@@ -123,6 +123,13 @@ AWS_OTHER = {
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ["role", "policy_arn"],
     "aws:cloudwatch/metricAlarm:MetricAlarm": ["name"],
     "aws:rds/eventSubscription:EventSubscription": ["name", "name_prefix"],
+    # issue 21's SSM bastion, by hand (internal/service/ec2/ec2_instance.go, iam/instance_profile.go): the instance is
+    # replaced by a new image, subnet or root-volume encryption (its `ami` is in ignore_changes, so a newer image
+    # never does); instance_type, security groups and the profile update in place. Nothing here holds data.
+    "aws:ec2/instance:Instance": ["ami", "availability_zone", "subnet_id", "associate_public_ip_address",
+                                  "private_ip", "key_name", "tenancy", "placement_group",
+                                  "root_block_device.encrypted", "root_block_device.kms_key_id"],
+    "aws:iam/instanceProfile:InstanceProfile": ["name", "name_prefix", "path"],
 }
 
 
