@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, LOGINS, PROVIDERS, RELEASE_WAIT_SECONDS
+from dbops.names import ENVIRONMENTS, PASSWORD_LOGINS, PROVIDERS, RELEASE_WAIT_SECONDS
 
 EXIT_ERROR = 1  # the command could not do its job (bad input, unreachable database, failing tool)
 EXIT_FAILED_CHECK = 2  # the command ran and found a problem: unhealthy (health), drift (diff-schema)
@@ -35,7 +35,7 @@ def _role_passwords() -> dict[str, object] | None:
         value = None  # the decoder's message quotes the input, which holds secrets
     if not isinstance(value, dict):
         raise DbopsError(
-            f"GAIA_DB_ROLE_PASSWORDS must be a JSON object mapping logins ({', '.join(LOGINS)}) to passwords"
+            f"GAIA_DB_ROLE_PASSWORDS must be a JSON object mapping logins ({', '.join(PASSWORD_LOGINS)}) to passwords"
         )
     return value
 
@@ -63,6 +63,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     }
     if result.reader_url is not None:
         output["readerUrl"] = result.reader_url
+    if result.second_login_urls:
+        output["secondLoginUrls"] = result.second_login_urls
     if result.admin_api_key is not None:
         output["adminApiKey"] = result.admin_api_key
     print(json.dumps(output))
@@ -247,7 +249,8 @@ def parser() -> argparse.ArgumentParser:
         "environment. A missing password is generated only for a role that does not exist yet (an existing role "
         "keeps its password unless --rotate-passwords); a missing key only when there is no active one. Prints "
         "{revision, serviceUrls (the services whose password it set), passwordsChanged[, readerUrl (when it set the "
-        "read-only gaia_reader's password)][, adminApiKey]}.",
+        "read-only gaia_reader's password)][, secondLoginUrls (the services whose second login, gaia_<service>_alt, it "
+        "set)][, adminApiKey]}.",
     )
     rel.add_argument("--environment", required=True, choices=ENVIRONMENTS)
     rel.add_argument("--admin-email", required=True)

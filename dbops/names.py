@@ -37,6 +37,25 @@ def role_name(login: str) -> str:
 SERVICE_ROLES: dict[str, str] = {service: role_name(service) for service in SERVICES}
 LOGIN_ROLES: dict[str, str] = {login: role_name(login) for login in LOGINS}
 
+# Each service's second login (`gaia_chat_alt`), a member of the service role with no rights of its own: its rights
+# are the service role's through that membership. `credentialsVersion` alternates which of the two logins gets a new
+# password and appears in the URLs (AWS Secrets Manager's alternating-users rotation), so the other keeps working.
+SECOND_LOGIN_SUFFIX = "_alt"
+SECOND_LOGINS: dict[str, str] = {service: f"{service}{SECOND_LOGIN_SUFFIX}" for service in SERVICES}
+SECOND_LOGIN_ROLES: dict[str, str] = {
+    SECOND_LOGINS[service]: role_name(service) + SECOND_LOGIN_SUFFIX for service in SERVICES
+}
+# Every login with a password, by its key in GAIA_DB_ROLE_PASSWORDS / the release's inputs: the services, the reader,
+# then the services' second logins.
+PASSWORD_LOGINS = (*LOGINS, *SECOND_LOGINS.values())
+PASSWORD_LOGIN_ROLES: dict[str, str] = {**LOGIN_ROLES, **SECOND_LOGIN_ROLES}
+
+
+def active_login(service: str, credentials_version: int) -> str:
+    """The login `credentialsVersion` puts in a service's URLs: its own role on odd versions (1, the default, so a
+    stack from before the second logins keeps its URLs), its second login on even ones."""
+    return service if credentials_version % 2 else SECOND_LOGINS[service]
+
 
 def cloud_name(provider: str, environment: str) -> str:
     """The database's name on its cloud, as the seed names it: Fly app `gaia-db-<env>`, RDS / Cloud SQL `gaia-<env>`."""

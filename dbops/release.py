@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -14,7 +14,15 @@ import psycopg
 from dbops import adopt, locking, migrate, roles, seed
 from dbops.connect import connect
 from dbops.errors import DbopsError
-from dbops.names import ENVIRONMENTS, LOGIN_ROLES, LOGINS, READER, RELEASE_WAIT_SECONDS, SERVICES
+from dbops.names import (
+    ENVIRONMENTS,
+    PASSWORD_LOGIN_ROLES,
+    PASSWORD_LOGINS,
+    READER,
+    RELEASE_WAIT_SECONDS,
+    SECOND_LOGINS,
+    SERVICES,
+)
 from dbops.urls import parse_url
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -30,12 +38,14 @@ class ReleaseResult:
     # The plaintext admin API key, only when this release generated it (otherwise the caller already has it).
     admin_api_key: str | None = field(repr=False)
     applied: tuple[str, ...] = ()  # revisions this release applied, oldest first
-    # Logins whose password this release set (generated for a new role or on rotation, or given), in LOGINS order
-    # (the services, then `reader`). A login missing here kept its password, and its URL is missing from
-    # service_urls / reader_url (this release never saw it).
+    # Logins whose password this release set (generated for a new role or on rotation, or given), in PASSWORD_LOGINS
+    # order (the services, `reader`, then the services' second logins `chat_alt`, ...). A login missing here kept its
+    # password, and its URL is missing from service_urls / reader_url / second_login_urls (this release never saw it).
     passwords_changed: tuple[str, ...] = ()
     # The read-only gaia_reader's URL on this server, when this release set its password.
     reader_url: str | None = field(default=None, repr=False)
+    # service -> the URL of its second login (gaia_chat_alt), when this release set that login's password.
+    second_login_urls: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def _check_secret(what: str, value: str) -> str:
@@ -45,13 +55,16 @@ def _check_secret(what: str, value: str) -> str:
 
 
 def check_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
-    """The passwords given (validated), by login (the services and `reader`); one given None or left out has none."""
+    """The passwords given (validated), by login (the services, `reader`, the second logins `chat_alt`, ...); one given
+    None or left out has none."""
     given = dict(given or {})
-    unknown = sorted(set(given) - set(LOGINS))
+    unknown = sorted(set(given) - set(PASSWORD_LOGINS))
     if unknown:
-        raise DbopsError(f"role passwords name unknown logins {', '.join(unknown)}; allowed: {', '.join(LOGINS)}")
+        raise DbopsError(
+            f"role passwords name unknown logins {', '.join(unknown)}; allowed: {', '.join(PASSWORD_LOGINS)}"
+        )
     resolved: dict[str, str] = {}
-    for login in LOGINS:
+    for login in PASSWORD_LOGINS:
         value = given.get(login)
         if value is None:
             continue
@@ -62,13 +75,19 @@ def check_passwords(given: Mapping[str, object] | None) -> dict[str, str]:
     return resolved
 
 
-def resolve_passwords(given: Mapping[str, str], existing: frozenset[str], *, rotate: bool) -> dict[str, str]:
+def resolve_passwords(
+    given: Mapping[str, str], existing: frozenset[str], *, rotate: bool, unchanged: Collection[str] = ()
+) -> dict[str, str]:
     """The passwords to set: the given ones, and a new one for each other login whose role cannot log in yet (or
-    every other login with `rotate`). A login missing from the result keeps the password its role has."""
+    every other login with `rotate`). A login missing from the result keeps the password its role has.
+
+    `unchanged` names given logins whose password the database already has (the Pulumi release records what it set):
+    those are not set again unless their role cannot log in, so a rotation touches only the login it rotates."""
     return {
         login: given[login] if login in given else secrets.token_urlsafe(32)
-        for login in LOGINS
-        if login in given or rotate or login not in existing
+        for login in PASSWORD_LOGINS
+        if (login in given and not (login in unchanged and login in existing))
+        or (login not in given and (rotate or login not in existing))
     }
 
 
@@ -116,12 +135,14 @@ def release(
     wait_seconds: float = RELEASE_WAIT_SECONDS,
     progress: Callable[[str], None] | None = None,
     rotate_passwords: bool = False,
+    unchanged_passwords: Collection[str] = (),
 ) -> ReleaseResult:
     """Bring the database at `database_url` (an admin login) to head, the role matrix and the admin seed.
 
     Safe to run again and concurrently (one release at a time per database). A missing role password (a service's or
     the reader's) is generated only for a role that cannot log in yet (new), or for every role with
-    `rotate_passwords`; otherwise the role keeps its password. A missing admin key is generated only when there is no
+    `rotate_passwords`; otherwise the role keeps its password; a given one named in `unchanged_passwords` (the
+    database has it already) is not set again. A missing admin key is generated only when there is no
     active one. The URL is parsed here, once; everything inward takes the parsed value.
     """
     say = progress or (lambda _message: None)
@@ -141,7 +162,9 @@ def release(
             # refused with nothing changed; any other database is left to the migrations.
             adopt.adopt(target, wait_seconds=wait_seconds, progress=say)
             with _step("preparing roles"), conn.transaction():
-                passwords = resolve_passwords(given, roles.existing_logins(conn), rotate=rotate_passwords)
+                passwords = resolve_passwords(
+                    given, roles.existing_logins(conn), rotate=rotate_passwords, unchanged=unchanged_passwords
+                )
                 roles.ensure_roles(conn)
                 for change in roles.reconcile_roles(conn):
                     say(f"role reconciled: {change}")
@@ -154,12 +177,12 @@ def release(
             with _step("reading the schema revision"):
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     revision = str(row[0]) if row else ""
-    kept = [login for login in LOGINS if login not in passwords]
+    kept = [login for login in PASSWORD_LOGINS if login not in passwords]
     if kept:
         say(f"passwords kept (not shown): {', '.join(kept)}; give them in GAIA_DB_ROLE_PASSWORDS to get their URLs")
     say(f"done: revision {revision}")
     urls = {
-        login: target.with_credentials(user=LOGIN_ROLES[login], password=password)
+        login: target.with_credentials(user=PASSWORD_LOGIN_ROLES[login], password=password)
         for login, password in passwords.items()
     }
     return ReleaseResult(
@@ -169,4 +192,7 @@ def release(
         applied=tuple(applied),
         passwords_changed=tuple(passwords),
         reader_url=urls.get(READER),
+        second_login_urls={
+            service: urls[SECOND_LOGINS[service]] for service in SERVICES if SECOND_LOGINS[service] in urls
+        },
     )

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from dbops.errors import DbopsError
-from dbops.names import LOGIN_ROLES, OWNER_ROLE
+from dbops.names import LOGIN_ROLES, OWNER_ROLE, PASSWORD_LOGIN_ROLES, SECOND_LOGIN_ROLES, SERVICE_ROLES
 
 READ = ("SELECT",)
 READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -42,7 +42,10 @@ WRITES = "INSERT"  # a service that may insert into a table may draw from that t
 # Memberships a managed role may hold: the clouds' IAM login roles (kept where IAM auth put them). A service's second
 # login (`gaia_chat_alt`) is a member *of* the service role, which is also kept. Every other membership is revoked.
 IAM_LOGIN_ROLES = frozenset({"rds_iam", "cloudsqliamuser"})
-SECOND_LOGIN_SUFFIX = "_alt"
+# second login role -> the service role it is a member of (its only rights)
+SECOND_LOGIN_OF: dict[str, str] = {
+    SECOND_LOGIN_ROLES[f"{service}_alt"]: role for service, role in SERVICE_ROLES.items()
+}
 # Every login's session (services and reader) ends a transaction left idle this long: an idle transaction stalls an
 # online index build.
 SERVICE_SETTINGS = {"idle_in_transaction_session_timeout": "1min"}
@@ -81,8 +84,8 @@ def _create_role_if_missing(conn: Conn, role: str) -> None:
 
 
 def existing_logins(conn: Conn) -> frozenset[str]:
-    """The logins (services, reader) whose role exists and can log in (so it has a password in use)."""
-    by_role = {role: service for service, role in LOGIN_ROLES.items()}
+    """The logins (services, reader, second logins) whose role exists and can log in (so it has a password in use)."""
+    by_role = {role: login for login, role in PASSWORD_LOGIN_ROLES.items()}
     rows = conn.execute(
         "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s) AND rolcanlogin", (list(by_role),)
     ).fetchall()
@@ -116,7 +119,8 @@ def reconcile_roles(conn: Conn) -> list[str]:
     cannot clear SUPERUSER, nor BYPASSRLS / REPLICATION unless PostgreSQL lets it), this raises one sentence naming the
     role and the attribute, and the caller's rollback leaves everything as it was. Returns what it changed.
     """
-    managed = [OWNER_ROLE, *LOGIN_ROLES.values()]
+    managed = [OWNER_ROLE, *PASSWORD_LOGIN_ROLES.values()]
+    designed = [f"{second} in {service}" for second, service in SECOND_LOGIN_OF.items()]
     changed: list[str] = []
     rows = conn.execute(
         "SELECT rolname, rolsuper, rolbypassrls, rolreplication, rolcreatedb, rolcreaterole, rolinherit, rolcanlogin "
@@ -142,8 +146,9 @@ def reconcile_roles(conn: Conn) -> list[str]:
         "SELECT r.rolname, m.rolname, g.rolname FROM pg_catalog.pg_auth_members a "
         "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
         "LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantor "
-        "WHERE m.rolname = ANY(%s) AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) ORDER BY 2, 1",
-        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES)),
+        "WHERE m.rolname = ANY(%s) AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) "
+        "AND m.rolname || ' in ' || r.rolname <> ALL(%s) ORDER BY 2, 1",
+        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES), designed),
     ).fetchall()
     for granted, member, grantor in stray:
         revoke = sql.SQL("REVOKE {} FROM {}").format(_ident(str(granted)), _ident(str(member)))
@@ -154,15 +159,17 @@ def reconcile_roles(conn: Conn) -> list[str]:
     left = conn.execute(
         "SELECT r.rolname, m.rolname FROM pg_catalog.pg_auth_members a JOIN pg_catalog.pg_roles r ON r.oid = a.roleid "
         "JOIN pg_catalog.pg_roles m ON m.oid = a.member WHERE m.rolname = ANY(%s) "
-        "AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) LIMIT 1",
-        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES)),
+        "AND NOT (m.rolname <> %s AND r.rolname = ANY(%s)) "
+        "AND m.rolname || ' in ' || r.rolname <> ALL(%s) LIMIT 1",
+        (managed, OWNER_ROLE, sorted(IAM_LOGIN_ROLES), designed),
     ).fetchone()
     if left is not None:
         raise DbopsError(
             f"role {left[1]} is still a member of {left[0]} after the release revoked it (another grantor's grant); "
             f"have a superuser run REVOKE {left[0]} FROM {left[1]} and run the release again; nothing was changed"
         )
-    for role in LOGIN_ROLES.values():
+    # Both logins of a service get the same settings: whichever is active behaves the same.
+    for role in PASSWORD_LOGIN_ROLES.values():
         for setting, value in SERVICE_SETTINGS.items():
             conn.execute(
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(_ident(role), _ident(setting), sql.Literal(value))
@@ -173,10 +180,17 @@ def reconcile_roles(conn: Conn) -> list[str]:
 def ensure_roles(conn: Conn) -> None:
     """Before migrating: roles exist, the admin may act as the owner, schema and default privileges are set.
 
-    Login roles are created NOLOGIN; `set_passwords` enables login once the schema is in place.
+    Login roles are created NOLOGIN; `set_passwords` enables login once the schema is in place. Each service's second
+    login is made a member of the service role: that membership is all its rights.
     """
-    for role in (OWNER_ROLE, *LOGIN_ROLES.values()):
+    for role in (OWNER_ROLE, *PASSWORD_LOGIN_ROLES.values()):
         _create_role_if_missing(conn, role)
+    for second, service in SECOND_LOGIN_OF.items():
+        if conn.execute(
+            "SELECT FROM pg_catalog.pg_auth_members WHERE roleid = %s::regrole AND member = %s::regrole",
+            (service, second),
+        ).fetchone() is None:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(service), _ident(second)))
     owner = _ident(OWNER_ROLE)
     everyone = _roles(list(LOGIN_ROLES))
     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER GRANTED BY CURRENT_USER").format(owner))
@@ -232,10 +246,12 @@ def apply_grants(conn: Conn) -> None:
         )
     ]
     everyone = _roles(list(LOGIN_ROLES))
+    # Second logins hold nothing directly (their rights come through membership): stray grants go.
+    seconds = sql.SQL(", ").join(_ident(role) for role in SECOND_LOGIN_OF)
     for table in tables:
         target = sql.SQL("public.{}").format(_ident(table))
         # Revoking table privileges revokes column privileges too, so stale grants of any kind go.
-        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(target, everyone))
+        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}, {}").format(target, everyone, seconds))
         for service, role in LOGIN_ROLES.items():
             granted = privileges(service, table)
             hidden = HIDDEN_COLUMNS.get(service, {}).get(table, frozenset())
@@ -316,7 +332,7 @@ def set_passwords(conn: Conn, passwords: Mapping[str, str]) -> None:
         for statement in QUIET_SETTINGS:
             conn.execute(statement)  # constant SQL
     for login, password in passwords.items():
-        role = LOGIN_ROLES[login]
+        role = PASSWORD_LOGIN_ROLES[login]
         verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
         conn.execute(
             sql.SQL("ALTER ROLE {} WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD {}").format(

@@ -20,6 +20,11 @@ PASSWORDS = {
     "assets": "assets-pw-3-✓",
     "auth": "auth'pw\"4\\",
     "reader": "reader/pw@5:",  # the read-only gaia_reader: one more managed login, same mechanism
+    # Each service's second login (gaia_chat_alt), for rotation without a failed login (credentialsVersion).
+    "analytics_alt": "an@lytics-alt:pw/6%",
+    "chat_alt": "chat alt pw+7?#&",
+    "assets_alt": "assets-alt-pw-8-✓",
+    "auth_alt": "auth'alt-pw\"9\\",
 }
 ADMIN_KEY = "gaia_test-admin-key-0123456789abcdef"
 ADMIN_EMAIL = "admin@dev.gaia.com"

@@ -14,7 +14,7 @@ from dbhelpers import ADMIN_EMAIL, ADMIN_KEY, HEAD, PASSWORDS, query, release_ar
 from pgserver import free_port
 
 from dbops import seed
-from dbops.names import LOGINS, SERVICES
+from dbops.names import PASSWORD_LOGINS, SERVICES
 
 
 def test_release_prints_the_contract_json(admin_url: str) -> None:
@@ -22,9 +22,12 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
     first = run_dbops(*release_args(), env=release_env(postgres_scheme, PASSWORDS))
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
-    assert set(out) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl", "adminApiKey"}
+    assert set(out) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl", "secondLoginUrls", "adminApiKey"}
     assert out["revision"] == HEAD
-    assert set(out["serviceUrls"]) == set(SERVICES) and out["passwordsChanged"] == list(LOGINS)
+    assert set(out["serviceUrls"]) == set(SERVICES) and out["passwordsChanged"] == list(PASSWORD_LOGINS)
+    for service, url in out["secondLoginUrls"].items():  # the second logins: their own login, the service's rights
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (f"gaia_{service}_alt",)
     with psycopg.connect(out["readerUrl"]) as conn:  # the read-only login, never the admin
         assert conn.execute("SELECT current_user").fetchone() == ("gaia_reader",)
     for service, url in out["serviceUrls"].items():
@@ -42,7 +45,7 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
     for key in (None, ADMIN_KEY):
         again = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS, key))
         assert again.returncode == 0, again.stderr
-        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl"}
+        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl", "secondLoginUrls"}
     assert query(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == [(seed.key_hash(ADMIN_KEY),)]
 
 

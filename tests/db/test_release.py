@@ -16,7 +16,7 @@ from pgserver import PgServer, free_port, wait_until
 
 from dbops import locking, seed, urls
 from dbops.errors import DbopsError
-from dbops.names import ADMIN_KEY_PREFIX, LOGINS, SERVICES
+from dbops.names import ADMIN_KEY_PREFIX, PASSWORD_LOGINS, SERVICES
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
@@ -70,7 +70,7 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
     result = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL)
     assert result.admin_api_key is not None and len(result.admin_api_key) >= 40
     assert result.admin_api_key.startswith(ADMIN_KEY_PREFIX)  # the Pulumi program's format too (test_program.py)
-    assert result.passwords_changed == LOGINS  # the services and the read-only reader
+    assert result.passwords_changed == PASSWORD_LOGINS  # the services, the reader, the second logins
     assert query(admin_url, ACTIVE_KEYS) == [(seed.key_hash(result.admin_api_key), "Admin Key", {"admin": True})]
     for service in SERVICES:
         with psycopg.connect(result.service_urls[service]) as conn:
@@ -90,7 +90,8 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
         assert again.passwords_changed == () and again.service_urls == {} and again.reader_url is None
         for service in SERVICES:
             psycopg.connect(result.service_urls[service]).close()  # the old URLs still work
-    assert "passwords kept (not shown): analytics, chat, assets, auth, reader; " in "\n".join(lines)
+    assert ("passwords kept (not shown): analytics, chat, assets, auth, reader, analytics_alt, chat_alt, assets_alt, "
+            "auth_alt; ") in "\n".join(lines)
 
     # A given password is set; only that one changes.
     given = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, role_passwords={"chat": "new-chat-pw"})
@@ -100,7 +101,7 @@ def test_missing_secrets_are_generated_only_for_new_roles(fresh_cluster: PgServe
 
     # Rotation is explicit: every service not given one gets a new password, and the old URLs stop working.
     rotated = release(admin_url, environment="staging", admin_email=ADMIN_EMAIL, rotate_passwords=True)
-    assert rotated.passwords_changed == LOGINS
+    assert rotated.passwords_changed == PASSWORD_LOGINS
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(result.service_urls["auth"]).close()
     for url in rotated.service_urls.values():
@@ -111,7 +112,7 @@ def test_the_cli_keeps_existing_passwords_and_says_which_changed(fresh_cluster: 
     _, admin_url = fresh_cluster.create_database()
     first = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS))
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["passwordsChanged"] == list(LOGINS)
+    assert json.loads(first.stdout)["passwordsChanged"] == list(PASSWORD_LOGINS)
     kept = run_dbops(*release_args(), env=release_env(admin_url))
     assert kept.returncode == 0, kept.stderr
     out = json.loads(kept.stdout)
@@ -122,7 +123,7 @@ def test_the_cli_keeps_existing_passwords_and_says_which_changed(fresh_cluster: 
     rotated = run_dbops(*release_args("dev", ADMIN_EMAIL, "--rotate-passwords"),
                         env=release_env(admin_url, {"auth": PASSWORDS["auth"]}))
     assert rotated.returncode == 0, rotated.stderr
-    assert json.loads(rotated.stdout)["passwordsChanged"] == list(LOGINS)
+    assert json.loads(rotated.stdout)["passwordsChanged"] == list(PASSWORD_LOGINS)
 
 
 def test_a_release_parses_its_url_once(admin_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,3 +300,24 @@ def test_a_superuser_release_keeps_the_verifiers_out_of_the_log_and_pg_stat_stat
         assert any("CREATE TABLE" in q for q in tracked)
     finally:
         superuser.execute(f"ALTER ROLE postgres IN DATABASE {dbname} RESET log_statement")  # type: ignore[arg-type]
+
+
+def test_a_rotation_sets_only_the_changed_login_and_both_logins_keep_working(fresh_cluster: PgServer) -> None:
+    """credentialsVersion's alternating logins: the release sets only the password that changed (`unchanged` names the
+    ones the database has), so the active login's verifier is untouched and both logins work afterwards."""
+    _, admin_url = fresh_cluster.create_database()
+    first = release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS)
+    assert first.passwords_changed == PASSWORD_LOGINS
+    verifiers = dict(query(fresh_cluster.url(dbname="postgres"), "SELECT rolname, rolpassword FROM pg_authid "
+                                                                 "WHERE rolname LIKE 'gaia\\_%'"))
+    rotated = {**PASSWORDS, "chat_alt": "a-new-chat-alt-password"}
+    unchanged = [login for login in PASSWORD_LOGINS if login != "chat_alt"]
+    second = release(admin_url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=rotated,
+                     unchanged_passwords=unchanged)
+    assert second.passwords_changed == ("chat_alt",) and set(second.second_login_urls) == {"chat"}
+    after = dict(query(fresh_cluster.url(dbname="postgres"), "SELECT rolname, rolpassword FROM pg_authid "
+                                                             "WHERE rolname LIKE 'gaia\\_%'"))
+    assert {role for role in after if after[role] != verifiers[role]} == {"gaia_chat_alt"}
+    for user, password in (("gaia_chat", PASSWORDS["chat"]), ("gaia_chat_alt", rotated["chat_alt"])):
+        with psycopg.connect(with_credentials(admin_url, user=user, password=password)) as conn:
+            assert conn.execute("SELECT count(*) >= 0 FROM chat_messages").fetchone() == (True,)

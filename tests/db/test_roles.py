@@ -23,7 +23,7 @@ from matrix import ALLOWED, Conn, allowed, insert_sample_rows, statements
 from pgserver import PgServer
 
 from dbops.errors import DbopsError
-from dbops.names import LOGINS, OWNER_ROLE
+from dbops.names import LOGINS, OWNER_ROLE, PASSWORD_LOGIN_ROLES, PASSWORD_LOGINS, SECOND_LOGINS
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
@@ -46,9 +46,16 @@ def matrix_db(pg: PgServer) -> tuple[str, ReleaseResult]:
 
 
 def login_urls(result: ReleaseResult) -> dict[str, str]:
-    """Each login's URL as the release returned it: the services' and the read-only reader's."""
+    """Each login's URL as the release returned it: the services', the read-only reader's, and the services' second
+    logins' (`chat_alt`), which must have exactly their service's rights."""
     assert result.reader_url is not None
-    return {**result.service_urls, "reader": result.reader_url}
+    seconds = {SECOND_LOGINS[service]: url for service, url in result.second_login_urls.items()}
+    return {**result.service_urls, "reader": result.reader_url, **seconds}
+
+
+def matrix_row(login: str) -> str:
+    """The matrix row a login follows: a second login (`chat_alt`) its service's."""
+    return login.removesuffix("_alt")
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +70,20 @@ def sessions(matrix_db: tuple[str, ReleaseResult]) -> Iterator[dict[str, Conn]]:
 
 
 CELLS = [
-    (service, table, operation) for service in LOGINS for table in ALLOWED[service] for operation in statements(table)
+    (login, table, operation)
+    for login in PASSWORD_LOGINS
+    for table in ALLOWED[matrix_row(login)]
+    for operation in statements(table)
 ]
 
 
 @pytest.mark.parametrize(("service", "table", "operation"), CELLS)
 def test_matrix_cell(sessions: dict[str, Conn], service: str, table: str, operation: str) -> None:
-    expected = operation in ALLOWED[service][table]
+    expected = operation in ALLOWED[matrix_row(service)][table]
     assert allowed(sessions[service], statements(table)[operation]) is expected
 
 
-@pytest.mark.parametrize("service", LOGINS)
+@pytest.mark.parametrize("service", PASSWORD_LOGINS)
 @pytest.mark.parametrize("what", sorted(CREATE_ANYTHING))
 def test_no_service_creates_anything(sessions: dict[str, Conn], service: str, what: str) -> None:
     assert not allowed(sessions[service], CREATE_ANYTHING[what])
@@ -88,14 +98,25 @@ def test_role_attributes(matrix_db: tuple[str, ReleaseResult]) -> None:
     )
     assert rows == sorted(
         [(OWNER_ROLE, False, False, False, False, False, False)]
-        + [(f"gaia_{s}", True, False, False, False, False, False) for s in LOGINS]
+        + [(role, True, False, False, False, False, False) for role in PASSWORD_LOGIN_ROLES.values()]
     )
-    # No service role is a member of anything (least of all the owner); the admin is a member of the owner only.
+    # No managed role is a member of anything (least of all the owner) except a second login of its service role;
+    # the admin is a member of the owner only.
     members = query(
         url, "SELECT pg_get_userbyid(member) FROM pg_auth_members WHERE roleid = %s::regrole", (OWNER_ROLE,)
     )
     assert [m for (m,) in members if m.startswith("gaia_")] == []
-    assert query(url, "SELECT count(*) FROM pg_auth_members WHERE member::regrole::text LIKE 'gaia\\_%'") == [(0,)]
+    memberships = query(
+        url, "SELECT member::regrole::text, roleid::regrole::text FROM pg_auth_members "
+        "WHERE member::regrole::text LIKE 'gaia\\_%' ORDER BY 1",
+    )
+    assert memberships == sorted((f"gaia_{s}_alt", f"gaia_{s}") for s in ("analytics", "chat", "assets", "auth"))
+    # Both logins of a service carry the same per-role settings.
+    settings = dict(query(url, "SELECT r.rolname, s.setconfig FROM pg_db_role_setting s "
+                               "JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname LIKE 'gaia\\_%'"))
+    assert {role: settings.get(role) for role in PASSWORD_LOGIN_ROLES.values()} == {
+        role: ["idle_in_transaction_session_timeout=1min"] for role in PASSWORD_LOGIN_ROLES.values()
+    }
     # Nobody can pass privileges on (a GRANT without grant option only warns, so look in the catalog).
     services = [f"gaia_{s}" for s in LOGINS]
     for view in ("table_privileges", "column_privileges"):
@@ -113,7 +134,7 @@ def test_default_privileges_cover_a_table_created_later(matrix_db: tuple[str, Re
     try:
         for service, login_url in login_urls(result).items():
             with psycopg.connect(login_url, autocommit=True) as conn:
-                assert allowed(conn, "SELECT * FROM adhoc") is (service in ("analytics", "reader"))
+                assert allowed(conn, "SELECT * FROM adhoc") is (matrix_row(service) in ("analytics", "reader"))
                 assert not allowed(conn, "INSERT INTO adhoc VALUES (1)")
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -160,10 +181,16 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         "ALTER ROLE gaia_assets CREATEDB CREATEROLE NOINHERIT",
         f"ALTER ROLE {OWNER_ROLE} LOGIN",
         "ALTER ROLE gaia_auth RESET ALL",
+        # Second logins: a stray membership and a direct grant go, the designed membership comes back, settings too.
+        "GRANT gaia_auth TO gaia_chat_alt",
+        "REVOKE gaia_analytics FROM gaia_analytics_alt",
+        "ALTER ROLE gaia_chat_alt RESET ALL",
     ]
     try:
         for statement in plant:
             superuser.execute(statement)  # type: ignore[arg-type]
+        with psycopg.connect(url, autocommit=True) as conn:  # a direct grant to a second login, in the database
+            conn.execute("GRANT INSERT ON users TO gaia_assets_alt")
         lines: list[str] = []
         release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, progress=lines.append)
         assert not _membership(url, "gaia_chat", OWNER_ROLE)
@@ -171,6 +198,9 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         assert not _membership(url, "gaia_reader", "gaia_auth")
         assert not _membership(url, "gaia_assets", "gaia_auth")
         assert _membership(url, "gaia_chat", "rds_iam")
+        assert not _membership(url, "gaia_chat_alt", "gaia_auth") and _membership(url, "gaia_chat_alt", "gaia_chat")
+        assert _membership(url, "gaia_analytics_alt", "gaia_analytics")
+        assert query(url, "SELECT has_table_privilege('gaia_assets_alt', 'users', 'INSERT')") == [(False,)]
         assert query(
             url, "SELECT rolcreatedb, rolcreaterole, rolinherit FROM pg_roles WHERE rolname = 'gaia_assets'"
         ) == [(False, False, True)]
@@ -185,7 +215,9 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         superuser.execute("REVOKE rds_iam FROM gaia_chat")
         superuser.execute("DROP ROLE stranger")
         for statement in (f"REVOKE {OWNER_ROLE} FROM gaia_chat", "REVOKE pg_write_all_data FROM gaia_analytics",
-                          "REVOKE gaia_auth FROM gaia_assets", "REVOKE gaia_auth FROM gaia_reader"):
+                          "REVOKE gaia_auth FROM gaia_assets", "REVOKE gaia_auth FROM gaia_reader",
+                          "REVOKE gaia_auth FROM gaia_chat_alt",
+                          "GRANT gaia_analytics TO gaia_analytics_alt"):
             superuser.execute(statement)  # type: ignore[arg-type]
         superuser.execute(f"ALTER ROLE {OWNER_ROLE} NOLOGIN")
 
