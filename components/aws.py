@@ -64,7 +64,7 @@ class AwsCluster(DatabaseCluster):
         # The seed's instance name, gaia-<env>.<region>.rds.amazonaws.com, or an adopted instance's (aws.identifier).
         identifier = settings.aws.identifier
         child = pulumi.ResourceOptions(parent=self)
-        stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
+        stateful = pulumi.ResourceOptions(parent=self, protect=settings.protects_data)
 
         # The configured VPC, or the account's default VPC when none is named.
         # Plain invokes (they block until answered), so a network that cannot hold the database stops the program

@@ -126,6 +126,7 @@ class PortableDatabase(pulumi.ComponentResource):
             endpoint=pulumi.Output.concat(cluster.host, ":", cluster.port.apply(str), "/", cluster.database_name),
             environment=settings.environment,
             admin_email=settings.admin_email,
+            provider=settings.provider,
             role_passwords=self.role_passwords,
             admin_api_key=self.admin_api_key,
             migration_head=head_revision(),

@@ -137,7 +137,7 @@ class FlyCluster(DatabaseCluster):
             logging=local.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                protect=settings.is_prod,
+                protect=settings.protects_data,
                 additional_secret_outputs=["stdout", "stderr"],
             ),
         )

@@ -96,7 +96,7 @@ class GcpCluster(DatabaseCluster):
 
         def instance_opts() -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(
-                parent=self, protect=settings.is_prod, ignore_changes=DISK_SIZE_IGNORED, depends_on=depends_on,
+                parent=self, protect=settings.protects_data, ignore_changes=DISK_SIZE_IGNORED, depends_on=depends_on,
             )
 
         # No authorized networks ever: with a private network the instance has no public IP at all; without one,
@@ -202,7 +202,7 @@ class GcpCluster(DatabaseCluster):
         ]
         if options.notification_channels:
             self._alert_policies(name, settings, instance_name, max_connections)
-        stateful = pulumi.ResourceOptions(parent=self, protect=settings.is_prod)
+        stateful = pulumi.ResourceOptions(parent=self, protect=settings.protects_data)
         self.database = sql.Database(
             names.child_name(name, "database"),
             name=settings.database_name,

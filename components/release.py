@@ -30,6 +30,24 @@ REQUIRED_INPUTS = ("connectionUrl", "endpoint", "environment", "adminEmail", "ro
                    "migrationHead")
 
 
+# A stack whose provider changes would create a new, empty database and delete the old one (protected outside dev,
+# so that `up` stops at the delete, after the new one exists). The check stops it first, at `pulumi preview`.
+PROVIDER_SWITCH = (
+    "this stack's database is on {old}, and switching the stack to {new} would create an empty database and delete "
+    "the {old} one with its data, so nothing was changed; keep provider {old} here, create a new stack on {new}, move "
+    "the data with `python -m dbops copy` and retire this stack (docs/RUNBOOK.md §10, \"Moving an environment to "
+    "another provider\")"
+)
+
+
+def provider_switch(olds: Mapping[str, Any], news: Mapping[str, Any]) -> str | None:
+    """The refusal when the stack's provider differs from the one its database was released on, else None."""
+    old, new = olds.get("provider"), news.get("provider")
+    if isinstance(old, str) and isinstance(new, str) and old and new and old != new:
+        return PROVIDER_SWITCH.format(old=old, new=new)
+    return None
+
+
 class ReleaseFailed(Exception):
     """The release could not finish; the message is one sentence for the person running `pulumi up`."""
 
@@ -65,6 +83,9 @@ def _state(props: Mapping[str, Any]) -> dict[str, Any]:
 class ReleaseProvider(ResourceProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = [CheckFailure(key, f"{key} is required") for key in REQUIRED_INPUTS if news.get(key) in (None, "")]
+        switch = provider_switch(olds, news)
+        if switch is not None:
+            failures.append(CheckFailure("provider", switch))
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -129,6 +150,7 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
         endpoint: pulumi.Input[str],
         environment: str,
         admin_email: str,
+        provider: str,
         role_passwords: pulumi.Input[Mapping[str, pulumi.Input[str]]],
         admin_api_key: pulumi.Input[str],
         migration_head: str,
@@ -140,6 +162,7 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
             "endpoint": endpoint,
             "environment": environment,
             "adminEmail": admin_email,
+            "provider": provider,  # checked against the released one: a provider switch is refused (check)
             "rolePasswords": pulumi.Output.secret(role_passwords),
             "adminApiKey": pulumi.Output.secret(admin_api_key),
             "migrationHead": migration_head,

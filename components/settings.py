@@ -260,6 +260,12 @@ class Settings:
         return self.environment == "prod"
 
     @property
+    def protects_data(self) -> bool:
+        """Whether the stateful resources (cluster, instances, replicas, database) are `protect`ed: outside dev, an
+        `up` that would delete one (a provider switch, a renamed stack) stops instead (docs/RUNBOOK.md §10)."""
+        return self.environment != "dev"
+
+    @property
     def resource_tags(self) -> dict[str, str]:
         """The tags (AWS) / labels (GCP) on every resource that takes them: the stack's own, then gaia-db's."""
         return {**self.tags, "project": "gaia-db", "environment": self.environment, "managed-by": "pulumi"}

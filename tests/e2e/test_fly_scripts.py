@@ -651,7 +651,7 @@ def test_commands_carry_secrets_only_in_their_secret_environment(env: str) -> No
     assert password.inputs["triggers"] == ["digest-1"]
     assert cluster.inputs["logging"] == "stderr"  # progress only; flyctl's password-bearing stdout is discarded
     assert password.inputs["logging"] == "none" and password.inputs["addPreviousOutputInEnv"] is False
-    assert cluster.protect is (env == "prod") and password.protect is False
+    assert cluster.protect is (env != "dev") and password.protect is False
 
 
 def test_mpg_and_undersized_wal_backups_are_refused_before_anything_is_declared() -> None:
