@@ -136,6 +136,7 @@ def release(
     progress: Callable[[str], None] | None = None,
     rotate_passwords: bool = False,
     unchanged_passwords: Collection[str] = (),
+    revision: str = "head",
 ) -> ReleaseResult:
     """Bring the database at `database_url` (an admin login) to head, the role matrix and the admin seed.
 
@@ -143,7 +144,8 @@ def release(
     the reader's) is generated only for a role that cannot log in yet (new), or for every role with
     `rotate_passwords`; otherwise the role keeps its password; a given one named in `unchanged_passwords` (the
     database has it already) is not set again. A missing admin key is generated only when there is no
-    active one. The URL is parsed here, once; everything inward takes the parsed value.
+    active one. The URL is parsed here, once; everything inward takes the parsed value. `revision` stops the
+    migrations at an older revision (`dbops copy` releases the target to its source's revision first).
     """
     say = progress or (lambda _message: None)
     target = parse_url(database_url)
@@ -168,7 +170,7 @@ def release(
                 roles.ensure_roles(conn)
                 for change in roles.reconcile_roles(conn):
                     say(f"role reconciled: {change}")
-            applied = migrate.upgrade(target, wait_seconds=wait_seconds, progress=say)
+            applied = migrate.upgrade(target, target=revision, wait_seconds=wait_seconds, progress=say)
             # Passwords, grants and seed in one transaction: all or nothing.
             with _step("granting privileges and seeding the admin"), conn.transaction():
                 roles.set_passwords(conn, passwords)
