@@ -71,6 +71,30 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    from dbops.copy import DEFAULT_JOBS, copy
+
+    source = _env("SOURCE_DATABASE_URL")
+    if source is None:
+        raise DbopsError("set SOURCE_DATABASE_URL to the admin URL of the database to copy from (the old one)")
+    target = _env("DATABASE_URL")
+    if target is None:
+        raise DbopsError("set DATABASE_URL to the admin URL of the database to copy into (the new one)")
+    result = copy(
+        source,
+        target,
+        environment=args.environment,
+        admin_email=args.admin_email,
+        role_passwords=_role_passwords(),  # type: ignore[arg-type]  # validated by release()
+        admin_api_key=_env("GAIA_DB_ADMIN_API_KEY"),
+        jobs=args.jobs or DEFAULT_JOBS,
+        wait_seconds=args.wait,
+        progress=_progress,
+    )
+    print(json.dumps(result.as_json()))
+    return 0
+
+
 def _database_url() -> str:
     url = _env("DATABASE_URL")
     if url is None:
@@ -235,6 +259,12 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs from 1 to 32")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     # psycopg comes with these; Alembic and SQLAlchemy only with the commands that run migrations.
     from dbops.health import DEFAULT_MAX_LAG, DEFAULT_TIMEOUT
@@ -268,6 +298,24 @@ def parser() -> argparse.ArgumentParser:
         "(its old URL stops working)",
     )
     rel.set_defaults(handler=cmd_release)
+
+    cp = commands.add_parser(
+        "copy",
+        help="move an environment: every row of SOURCE_DATABASE_URL into DATABASE_URL, verified, then released",
+        description="Stop the services' writes first. The target (DATABASE_URL: new, or only released) is released "
+        "to the source's revision, gets every row of SOURCE_DATABASE_URL (pg_dump / pg_restore with --jobs, data "
+        "only: roles come from the release), is verified table by table (row counts and checksums, each side in one "
+        "snapshot), then migrated to head and seeded. GAIA_DB_ROLE_PASSWORDS and GAIA_DB_ADMIN_API_KEY as for "
+        "release. Prints {sourceRevision, revision, tables, rows, jobs, seconds, rowsPerSecond, serviceUrls, "
+        "passwordsChanged[, readerUrl][, adminApiKey]}.",
+    )
+    cp.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    cp.add_argument("--admin-email", required=True)
+    cp.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                    help="parallel pg_dump / pg_restore jobs (default: up to 4, the CPUs here)")
+    cp.add_argument("--wait", type=_seconds, default=30.0, metavar="SECONDS",
+                    help="how long to wait for either database to accept connections (default 30)")
+    cp.set_defaults(handler=cmd_copy)
 
     health = commands.add_parser(
         "health",
