@@ -2,7 +2,8 @@
 
 Each mutation in `scripts/mutations.toml` is an exact edit of one line of behaviour (old text -> new text, where the
 old text occurs exactly once in its file) and the tests that must fail because of it. This copies the project
-(`git ls-files`, plus a symlink to venv/) into a scratch directory per worker, applies each mutation alone, runs its
+(`git archive HEAD`, i.e. what `git ls-files` lists, or with --worktree the working tree; plus a symlink to venv/)
+into a scratch directory per worker, applies each mutation alone, runs its
 tests (`python -m pytest -q -x -p no:randomly -n 0 <tests>`), restores the file, and prints the kill rate and every
 survivor. A mutation whose old text no longer occurs exactly once is reported as stale, never silently skipped.
 
@@ -89,11 +90,19 @@ def project_files() -> list[str]:
     return sorted({name for name in listed if name and (ROOT / name).is_file() and not name.startswith("venv/")})
 
 
-def copy_project(destination: Path) -> None:
-    for name in project_files():
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
+def copy_project(destination: Path, revision: str | None) -> None:
+    """The project at `revision` (a commit: `git archive`, what `git ls-files` lists there), or with None the
+    working tree as it is on disk, uncommitted edits included; plus a symlink to venv/."""
+    destination.mkdir(parents=True)
+    if revision is not None:
+        archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    else:
+        for name in project_files():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target)
     (destination / "venv").symlink_to(ROOT / "venv")
 
 
@@ -148,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and whether each still applies")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutations tested at once")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected tests")
+    parser.add_argument("--revision", default="HEAD",
+                        help="the commit to test (default HEAD: others' uncommitted work never counts)")
+    parser.add_argument("--worktree", action="store_true", help="test the working tree, uncommitted edits included")
     parser.add_argument("--json", type=Path, help="also write the outcomes here")
     parser.add_argument("--verbose", action="store_true", help="print pytest's output for survivors and errors")
     args = parser.parse_args(argv)
@@ -160,17 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         mutations = [m for m in mutations if m.id in args.ids]
     if args.list:
         for m in mutations:
-            reason = stale_reason(ROOT, m)
+            reason = stale_reason(ROOT, m)  # against the working tree: what the next commit will be
             print(f"{'STALE ' if reason else ''}{m.id:44} {m.file:40} {m.why}" + (f" [{reason}]" if reason else ""))
         print(f"{len(mutations)} mutations in {len({m.file for m in mutations})} files")
         return 0
 
     started = time.monotonic()
     jobs = max(1, min(args.jobs, len(mutations)))
+    revision = None
+    if not args.worktree:
+        revision = subprocess.run(["git", "rev-parse", "--verify", f"{args.revision}^{{commit}}"], cwd=ROOT,
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    print(f"testing {'the working tree' if revision is None else 'commit ' + revision[:12]}: {len(mutations)} "
+          f"mutations, {jobs} worker(s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="gaia-db-mutation-") as scratch:
         roots = [Path(scratch) / f"w{i}" for i in range(jobs)]
         for root in roots:
-            copy_project(root)
+            copy_project(root, revision)
         if not args.no_baseline:
             print(f"baseline: the selected tests on the unmutated copy ({len(mutations)} mutations)", flush=True)
             failing = baseline(roots[0], mutations)
@@ -179,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 print("\n".join(failing), file=sys.stderr)
                 return 2
-        print(f"baseline passed in {time.monotonic() - started:.0f} s; {jobs} worker(s)", flush=True)
+            print(f"baseline passed in {time.monotonic() - started:.0f} s", flush=True)
         todo: queue.Queue[Mutation] = queue.Queue()
         for m in mutations:
             todo.put(m)
