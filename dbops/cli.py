@@ -411,7 +411,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 after --help; 2 for misuse, which is our 1 (2 means "found a problem")
+        return EXIT_ERROR if exc.code == 2 else int(exc.code or 0)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

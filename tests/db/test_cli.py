@@ -125,9 +125,11 @@ def test_malformed_urls_are_one_sentence_that_never_repeats_the_url(command: str
 
 def test_usage_errors_name_the_allowed_values() -> None:
     out = run_dbops("release", "--environment", "qa", "--admin-email", ADMIN_EMAIL)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "Traceback" not in out.stderr  # misuse is 1; 2 means a check found a problem
     assert "argument --environment: invalid choice: 'qa' (choose from 'dev', 'staging', 'prod')" in out.stderr
-    assert run_dbops().returncode == 2  # a command is required
+    assert run_dbops().returncode == 1  # a command is required
+    assert run_dbops("health", "--timout", "2").returncode == 1  # a mistyped flag is misuse, never "unhealthy"
+    assert run_dbops("health", "--help").returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -143,7 +145,7 @@ def test_usage_errors_name_the_allowed_values() -> None:
 )
 def test_numeric_options_name_their_unit_and_range(args: list[str], message: str) -> None:
     out = run_dbops(*args, env={"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db"})
-    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr
     assert out.stderr.rstrip().endswith(message), out.stderr
 
 
