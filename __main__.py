@@ -14,6 +14,8 @@ pulumi.export("readerUrls", database.reader_urls)
 pulumi.export("serviceReaderUrls", database.service_reader_urls)
 pulumi.export("serviceUrls", database.service_urls)
 pulumi.export("adminApiKey", database.admin_api_key)  # secret: PortableDatabase wraps it
+# The CA(s) that sign the server's certificate, plain (public): a service verifies with it (docs/tls.md).
+pulumi.export("caCertificate", cluster.ca_certificate)
 pulumi.export("host", cluster.host)
 pulumi.export("port", cluster.port)
 pulumi.export("databaseName", cluster.database_name)

@@ -28,12 +28,14 @@ MAX_WRITER_SECONDS = 1800  # the writer stops by itself even if the benchmark di
 Sample = tuple[float, float, bool]  # (monotonic time the write was due, latency in seconds, succeeded)
 
 
+WRITER_START_SECONDS = 60
 INSERT = ("INSERT INTO chat_messages (user_id, conversation_id, role, content, model, provider, tokens_used)"
           " VALUES (%s, %s, 'user', 'how do I rotate a key?', 'gpt', 'openai', 12)")
 
 
-def writer(url: str, user_id: str, rate: float, stop: Event, results: Connection, insert: str = INSERT) -> None:
-    """Insert at `rate` per second until `stop` is set; send the samples back."""
+def writer(url: str, user_id: str, rate: float, ready: Event, stop: Event, results: Connection,
+           insert: str = INSERT) -> None:
+    """Insert at `rate` per second until `stop` is set; send the samples back. `ready` is set once connected."""
     import psycopg
 
     samples: list[Sample] = []
@@ -41,6 +43,7 @@ def writer(url: str, user_id: str, rate: float, stop: Event, results: Connection
     deadline = time.monotonic() + MAX_WRITER_SECONDS
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"SET statement_timeout = {WRITE_TIMEOUT_MS}")  # constant
+        ready.set()
         due = time.monotonic()
         while not stop.is_set() and time.monotonic() < deadline:
             due += 1 / rate
@@ -93,11 +96,15 @@ class Run:
 def with_writer(url: str, user_id: str, rate: float, before_seconds: float, action: Any, run: Run,
                 insert: str = INSERT) -> None:
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    ready, stop = context.Event(), context.Event()
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=writer, args=(url, user_id, rate, stop, send, insert))
+    process = context.Process(target=writer, args=(url, user_id, rate, ready, stop, send, insert))
     process.start()
     try:
+        # A spawned interpreter can take seconds to start on a busy machine: the "before" phase starts once it
+        # writes, or the quick run's short phases would see no write at all.
+        if not ready.wait(WRITER_START_SECONDS):
+            raise RuntimeError(f"the writer process did not connect within {WRITER_START_SECONDS} s")
         time.sleep(before_seconds)
         started = time.monotonic()
         action()

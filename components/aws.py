@@ -8,10 +8,13 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 from pulumi_aws import cloudwatch, ec2, iam, rds
+from pulumi_command import local as command
 
 from components.cluster import DatabaseCluster, HostPort
+from components.scripts import INTERPRETER, load
 from components.settings import Settings, SettingsError
 from components.sizing import max_connections_for, rds_class, storage_ceiling_gb
+from components.tls import RDS_CA_KINDS, RDS_TRUSTSTORE, pem_certificates
 from dbops import names
 
 # The major version is pinned by gaia-db:majorVersion (settings.DEFAULT_MAJOR_VERSION): raising it is an in-place
@@ -261,13 +264,34 @@ class AwsCluster(DatabaseCluster):
         if options.alarm_topic_arn is not None:
             self._alarms(name, settings, options.alarm_topic_arn, identifier, replica_ids, storage, max_connections)
 
+        # The pinned CA's regional root, fetched from AWS's trust store once the primary (and so its region) exists:
+        # at `up`, never at preview (components/scripts/aws/ca-bundle.sh, docs/tls.md). Re-run only when the endpoint
+        # or the identifier changes, so the trust anchor in the state is the one the services were given.
+        self.ca_bundle = command.Command(
+            f"{name}-ca-bundle",
+            create=load("aws/ca-bundle.sh"),
+            update=load("aws/ca-bundle.sh"),
+            environment={
+                "GAIA_RDS_ENDPOINT": self.primary.address,
+                "GAIA_RDS_CA_IDENTIFIER": options.ca_cert_identifier,
+                "GAIA_RDS_CA_KIND": RDS_CA_KINDS[options.ca_cert_identifier],
+                "GAIA_RDS_TRUSTSTORE": RDS_TRUSTSTORE,
+            },
+            interpreter=INTERPRETER,
+            logging=command.Logging.STDERR,
+            add_previous_output_in_env=False,
+            opts=child,
+        )
+
         self.host = self.primary.address
         self.port = self.primary.port
         self.database_name = self.primary.db_name.apply(lambda db: db or settings.database_name)
         self.admin_user = self.primary.username
         self.readers = pulumi.Output.all(*[[r.address, r.port] for r in self.replicas]).apply(_host_ports)
-        self.sslmode = "require"  # rds.force_ssl=1 refuses anything else
-        self.release_dependencies = [self.primary, *self.replicas]
+        # rds.force_ssl=1 refuses plaintext; the endpoint is in the certificate RDS issues, so the host is verified too.
+        self.sslmode = "verify-full"
+        self.ca_certificate = pulumi.Output.unsecret(self.ca_bundle.stdout.apply(pem_certificates))
+        self.release_dependencies = [self.primary, *self.replicas, self.ca_bundle]
 
     def _alarms(self, name: str, settings: Settings, topic: str, identifier: str, replica_ids: list[str],
                 storage_gb: int, max_connections: int) -> None:

@@ -31,6 +31,11 @@ class DatabaseCluster(pulumi.ComponentResource):
     admin_password: pulumi.Output[str]  # secret
     readers: pulumi.Output[list[HostPort]]
     sslmode: str
+    # Verified TLS (docs/tls.md): `sslrootcert` for the URLs, where the CA file is at a path every client of this
+    # provider shares (local only; elsewhere a service points libpq at its copy of `ca_certificate`), and the PEM of
+    # the CA(s) that sign the server certificates, exported as `caCertificate` ("" where the server has no TLS: Fly).
+    sslrootcert: str | None = None
+    ca_certificate: pulumi.Output[str]
     # Cloud SQL's unix-socket directory (`/cloudsql/project:region:instance`) for the socket form of the URL.
     socket_dir: pulumi.Output[str] | None = None
     release_dependencies: list[pulumi.Resource]
@@ -44,6 +49,7 @@ class DatabaseCluster(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         self.admin_password = pulumi.Output.secret(admin_password)
+        self.ca_certificate = pulumi.Output.from_input("")
         self._declare(name, settings, admin_password)
         self.register_outputs(
             {
@@ -53,6 +59,7 @@ class DatabaseCluster(pulumi.ComponentResource):
                 "adminUser": self.admin_user,
                 "adminPassword": self.admin_password,
                 "readers": self.readers,
+                "caCertificate": self.ca_certificate,
             }
         )
 

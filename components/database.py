@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import ipaddress
 
 import pulumi
 import pulumi_random as random
 
 from components.cluster import DatabaseCluster
 from components.release import Release
-from components.settings import Provider, Settings
+from components.settings import Provider, ReleaseTunnel, Settings
 from dbops.names import ADMIN_KEY_PREFIX, LOGIN_ROLES, LOGINS, READER, SERVICES
 from dbops.revisions import head_revision
 from dbops.urls import build_url
@@ -39,6 +40,23 @@ def _secret(
     return random.RandomPassword(
         name, length=length, special=False, keepers=keepers, opts=pulumi.ResourceOptions(parent=parent)
     )
+
+
+def tunnel_target(
+    tunnel: ReleaseTunnel, host: pulumi.Output[str], sslmode: str
+) -> tuple[pulumi.Input[str], int, str, str | None]:
+    """(host, port, sslmode, hostaddr) for the release through `releaseUrl` (docs/tls.md, "Tunnels").
+
+    A tunnel named by its address (127.0.0.1) keeps the database's own host name for verify-full and sends the socket
+    to the tunnel (libpq `hostaddr`). A tunnel named by a host name is where the socket goes, and the certificate
+    cannot carry that name: the release then verifies the CA only. An sslmode in releaseUrl is taken as given (the
+    Cloud SQL Auth Proxy's local listener is plaintext: `sslmode=disable`, the proxy verifying the instance).
+    """
+    try:
+        ipaddress.ip_address(tunnel.host)
+    except ValueError:
+        return tunnel.host, tunnel.port, tunnel.sslmode or ("verify-ca" if sslmode == "verify-full" else sslmode), None
+    return host, tunnel.port, tunnel.sslmode or sslmode, tunnel.host
 
 
 class PortableDatabase(pulumi.ComponentResource):
@@ -72,11 +90,12 @@ class PortableDatabase(pulumi.ComponentResource):
         user, password = cluster.admin_user, cluster.admin_password
 
         def url(user: pulumi.Input[str], password: pulumi.Input[str], host: pulumi.Input[str],
-                port: pulumi.Input[int], sslmode: str | None = None) -> pulumi.Output[str]:
+                port: pulumi.Input[int], sslmode: str | None = None, hostaddr: str | None = None) -> pulumi.Output[str]:
             return pulumi.Output.secret(
                 pulumi.Output.all(user, password, host, port, cluster.database_name).apply(
                     lambda a: build_url(user=a[0], password=a[1], host=a[2], port=int(a[3]), database=a[4],
-                                        sslmode=sslmode or cluster.sslmode)
+                                        sslmode=sslmode or cluster.sslmode, sslrootcert=cluster.sslrootcert,
+                                        hostaddr=hostaddr)
                 )
             )
 
@@ -119,7 +138,7 @@ class PortableDatabase(pulumi.ComponentResource):
         tunnel = settings.release_tunnel
         connection_url = self.database_url
         if tunnel is not None:
-            connection_url = url(user, password, tunnel.host, tunnel.port, sslmode=tunnel.sslmode)
+            connection_url = url(user, password, *tunnel_target(tunnel, cluster.host, cluster.sslmode))
         self.release = Release(
             f"{name}-release",
             connection_url=connection_url,
@@ -129,6 +148,7 @@ class PortableDatabase(pulumi.ComponentResource):
             provider=settings.provider,
             role_passwords=self.role_passwords,
             admin_api_key=self.admin_api_key,
+            ca_certificate=cluster.ca_certificate,
             migration_head=head_revision(),
             opts=pulumi.ResourceOptions(
                 parent=self,

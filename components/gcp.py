@@ -20,6 +20,7 @@ from pulumi_gcp import compute, monitoring, servicenetworking, sql
 from components.cluster import DatabaseCluster, HostPort
 from components.settings import Settings
 from components.sizing import cloudsql_memory_mb, cloudsql_tier, max_connections_for, storage_ceiling_gb
+from components.tls import CLOUDSQL_SERVER_CA_MODE, pem_certificates
 from dbops import names
 
 # The major version is gaia-db:majorVersion: raising it is Cloud SQL's in-place major upgrade (database_version is not
@@ -105,6 +106,9 @@ class GcpCluster(DatabaseCluster):
             ipv4_enabled=private_network is None,
             private_network=private_network,
             ssl_mode="ENCRYPTED_ONLY",
+            # Pinned to the per-instance CA (Cloud SQL's default for a new instance, so an existing one is unchanged):
+            # with a CA that signs only this instance, verify-ca admits this instance alone (docs/tls.md).
+            server_ca_mode=CLOUDSQL_SERVER_CA_MODE,
             authorized_networks=[],
         )
         # The smallest tier meeting the size with room for every pool at its peak (settings checked it exists).
@@ -231,7 +235,14 @@ class GcpCluster(DatabaseCluster):
         self.readers = pulumi.Output.all(*[address(r) for r in self.replicas]).apply(
             lambda hosts: [HostPort(host=str(host), port=PORT) for host in hosts]
         )
-        self.sslmode = "require"  # ENCRYPTED_ONLY refuses anything else
+        # ENCRYPTED_ONLY refuses plaintext. The per-instance CA's server certificates carry the instance's name in
+        # their CN and no subjectAltName, so no host name can be checked: verify-ca against the instances' own CAs.
+        self.sslmode = "verify-ca"
+        self.ca_certificate = pulumi.Output.unsecret(
+            pulumi.Output.all(*[instance.server_ca_certs for instance in [self.primary, *self.replicas]]).apply(
+                lambda lists: pem_certificates(*[cert.get("cert") for certs in lists for cert in certs or []])
+            )
+        )
         self.socket_dir = self.primary.connection_name.apply(lambda connection: f"/cloudsql/{connection}")
         self.release_dependencies = [self.primary, *self.replicas, self.database, self.user]
 

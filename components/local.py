@@ -3,8 +3,10 @@
 Two `pulumi_command.local.Command` resources, each a bash script from `scripts/local/` with its settings in the
 environment (the admin password as a secret there, never in the script text or on a command line):
 
-- `<name>-primary`: initdb, TLS certificate, configuration, roles, database and admin password; it is the owner of
-  the data directory, so its delete stops every server and removes the directory.
+- `<name>-primary`: initdb, the cluster's own CA and the server certificate it signs (`<dataDir>/tls/`),
+  configuration, roles, database and admin password; it is the owner of the data directory, so its delete stops every
+  server and removes the directory. Its stdout is the CA certificate: the URLs verify the server against it
+  (`sslmode=verify-full`, `sslrootcert=<dataDir>/tls/ca.crt`) and the stack exports it as `caCertificate`.
 - `<name>-replicas`: `readReplicas` streaming replicas on the next ports. The count is in its environment, so a new
   count is an *update* of this resource alone (the script adds or removes replicas); the primary never sees it.
 
@@ -31,6 +33,7 @@ from pulumi_command import local as command
 from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
 from components.settings import Settings
+from components.tls import pem_certificates
 
 ADMIN_USER = "gaia_admin"  # LOGIN CREATEROLE CREATEDB, owner of the database, not a superuser (like an RDS master)
 HOST = "127.0.0.1"
@@ -55,6 +58,11 @@ def boot_id() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def ca_certificate_path(data_dir: str) -> str:
+    """Where create.sh keeps the cluster's CA certificate (lib.sh `ensure_tls`)."""
+    return os.path.join(data_dir, "tls", "ca.crt")
 
 
 class LocalCluster(DatabaseCluster):
@@ -106,5 +114,9 @@ class LocalCluster(DatabaseCluster):
         self.database_name = pulumi.Output.from_input(settings.database_name)
         self.admin_user = pulumi.Output.from_input(ADMIN_USER)
         self.readers = pulumi.Output.from_input(readers)
-        self.sslmode = "require"
+        # Verified against the cluster's own CA, on this machine, where every client can read the same file.
+        self.sslmode = "verify-full"
+        self.sslrootcert = ca_certificate_path(data_dir)
+        # The CA is public: plain, whatever the Command's outputs inherit from its secret environment.
+        self.ca_certificate = pulumi.Output.unsecret(self.primary.stdout.apply(pem_certificates))
         self.release_dependencies = [self.primary, self.replicas]

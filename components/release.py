@@ -109,20 +109,23 @@ class ReleaseProvider(ResourceProvider):
     def _release(self, props: Mapping[str, Any]) -> dict[str, Any]:
         from dbops.errors import DbopsError
         from dbops.release import release
+        from dbops.tls import root_certificate
 
         def progress(message: str) -> None:
             print(f"gaia-db release: {message}", file=sys.stderr, flush=True)
 
         try:
-            result = release(
-                props["connectionUrl"],
-                environment=props["environment"],
-                admin_email=props["adminEmail"],
-                role_passwords=props["rolePasswords"],
-                admin_api_key=props["adminApiKey"],
-                wait_seconds=float(props.get("waitSeconds") or RELEASE_WAIT_SECONDS),
-                progress=progress,
-            )
+            # The URL verifies the server; the CA the cluster exported is what it verifies against (docs/tls.md).
+            with root_certificate(props["connectionUrl"], props.get("caCertificate")) as connection_url:
+                result = release(
+                    connection_url,
+                    environment=props["environment"],
+                    admin_email=props["adminEmail"],
+                    role_passwords=props["rolePasswords"],
+                    admin_api_key=props["adminApiKey"],
+                    wait_seconds=float(props.get("waitSeconds") or RELEASE_WAIT_SECONDS),
+                    progress=progress,
+                )
         except DbopsError as error:
             # The SDK reports a provider exception with traceback.format_exc(), which honours sys.tracebacklimit:
             # at 0 the user reads this one sentence instead of the provider's stack.
@@ -154,6 +157,7 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
         role_passwords: pulumi.Input[Mapping[str, pulumi.Input[str]]],
         admin_api_key: pulumi.Input[str],
         migration_head: str,
+        ca_certificate: pulumi.Input[str] = "",
         wait_seconds: float = RELEASE_WAIT_SECONDS,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -166,6 +170,9 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
             "rolePasswords": pulumi.Output.secret(role_passwords),
             "adminApiKey": pulumi.Output.secret(admin_api_key),
             "migrationHead": migration_head,
+            # The PEM the connection verifies the server against when its URL names no sslrootcert (public; not a
+            # diff key: a new CA changes nothing in the database).
+            "caCertificate": ca_certificate,
             "waitSeconds": wait_seconds,
             "revision": None,
             "credentialsFingerprint": None,

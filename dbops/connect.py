@@ -65,6 +65,11 @@ def _permanent_error(target: DatabaseUrl, message: str) -> DbopsError:
         return DbopsError(f"PostgreSQL at {where} does not allow this connection (pg_hba.conf); allow the client host")
     # libpq messages never contain the password; keep the server's own words, first line only.
     detail = message.split("failed:", 1)[-1].replace("FATAL:", "").strip().splitlines()[0].strip()
+    if "certificate" in lowered or "does not match host name" in lowered:
+        return DbopsError(
+            f"PostgreSQL at {where} was not verified ({detail}); the URL's sslrootcert (or PGSSLROOTCERT) must hold "
+            "the stack's caCertificate and the host must be the database's own name (docs/tls.md)"
+        )
     return DbopsError(f"could not connect to PostgreSQL at {where}: {detail}")
 
 

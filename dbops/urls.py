@@ -30,6 +30,9 @@ QUERY_PARAMETERS = (
     "sslcert",
     "sslkey",
     "host",  # a Unix-socket directory, e.g. Cloud SQL's /cloudsql/project:region:instance
+    # The numeric address the socket goes to (a tunnel's 127.0.0.1) while the host name stays what verify-full
+    # checks the certificate against (libpq `hostaddr`; docs/tls.md).
+    "hostaddr",
     "connect_timeout",
     "application_name",
 )
@@ -235,8 +238,11 @@ def build_url(
     database: str,
     sslmode: str,
     socket_dir: str | None = None,
+    sslrootcert: str | None = None,
+    hostaddr: str | None = None,
 ) -> str:
-    """`postgresql://user:pw@host:port/db?sslmode=…`, or with `socket_dir` the Cloud SQL socket form (no sslmode)."""
+    """`postgresql://user:pw@host:port/db?sslmode=…[&sslrootcert=…][&hostaddr=…]`, or with `socket_dir` the Cloud
+    SQL socket form (no sslmode)."""
     if sslmode not in SSLMODES:
         raise ValueError(f"sslmode {sslmode!r} is not one of {', '.join(SSLMODES)}")
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
@@ -244,7 +250,8 @@ def build_url(
     if socket_dir is not None:
         return f"postgresql://{credentials}@/{path}?host={quote(socket_dir, safe='/:')}"
     netloc_host = f"[{host}]" if ":" in host else host
-    return f"postgresql://{credentials}@{netloc_host}:{port}/{path}?sslmode={sslmode}"
+    extra = {key: value for key, value in (("sslrootcert", sslrootcert), ("hostaddr", hostaddr)) if value}
+    return _with_query(f"postgresql://{credentials}@{netloc_host}:{port}/{path}", {"sslmode": sslmode, **extra})
 
 
 def with_credentials(url: str, *, user: str, password: str) -> str:
@@ -260,6 +267,12 @@ def _login_url(netloc_host: str, path: str, query: dict[str, str], *, user: str,
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
     kept = {k: v for k, v in query.items() if k not in CLIENT_CERTIFICATE}
     return _with_query(f"postgresql://{credentials}@{netloc_host}{path}", kept)
+
+
+def with_parameters(url: str, **params: str) -> str:
+    """The same URL (credentials included) with these query parameters set (e.g. `sslrootcert`)."""
+    parts, query = split_url(url)
+    return _with_query(f"postgresql://{parts.netloc}{parts.path}", {**query, **params})
 
 
 def without_password(url: str, database: str | None = None) -> str:

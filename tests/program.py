@@ -7,6 +7,7 @@ secretness. Nothing here talks to a cloud or to the Pulumi CLI.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -90,6 +91,12 @@ SUBNET_ZONES = {
 }
 
 
+def fake_pem(name: str) -> str:
+    """A PEM-shaped stand-in for a CA certificate (the program only carries it; real ones are tested with openssl)."""
+    body = base64.b64encode(f"fake CA certificate {name}".encode()).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
 class FakeCloud(mocks.Mocks):
     """Computed outputs the providers would return, so URLs and hosts come out as they would after `up`.
 
@@ -98,9 +105,14 @@ class FakeCloud(mocks.Mocks):
     """
 
     def __init__(self, passwords: Mapping[str, str] | None = None, cluster_stdout: str | None = None,
-                 subnet_zones: Mapping[str, str] | None = None) -> None:
+                 subnet_zones: Mapping[str, str] | None = None,
+                 command_stdout: Mapping[str, str] | None = None) -> None:
         self.passwords = dict(passwords or {})
         self.cluster_stdout = cluster_stdout
+        # Command resource-name suffix -> the stdout its script printed (a test that ran it); by default the local
+        # primary and the RDS CA bundle print a fake CA certificate, as their scripts print the real one.
+        self.command_stdout = {"-primary": fake_pem("local"), "-ca-bundle": fake_pem("rds"),
+                               **(command_stdout or {})}
         # subnet id -> availability zone; an unlisted subnet lies in a zone derived from its id.
         self.subnet_zones = {**SUBNET_ZONES, **(subnet_zones or {})}
 
@@ -127,11 +139,17 @@ class FakeCloud(mocks.Mocks):
                 machines = [f"m{index:013x}" for index in range(size)]
                 stdout = json.dumps({"clusterId": "digest-1", "primary": machines[0], "replicas": machines[1:]})
             outputs.update(stdout=stdout, stderr="")
+        elif args.typ == "command:local:Command":
+            printed = [out for suffix, out in self.command_stdout.items() if args.name.endswith(suffix)]
+            if printed:
+                outputs.update(stdout=printed[0], stderr="")
         elif args.typ == "aws:iam/role:Role":
             outputs["arn"] = f"arn:aws:iam::123456789012:role/{outputs['name']}"
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
-                           connectionName=f"gaia-project:us-west1:{name}")
+                           connectionName=f"gaia-project:us-west1:{name}",
+                           serverCaCerts=[{"cert": fake_pem(f"cloudsql {name}"), "commonName": f"C=US,O=Google\\, Inc,"
+                                           f"CN=Google Cloud SQL Server CA,dnQualifier={name}"}])
         return f"{args.name}-id", outputs
 
     def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]

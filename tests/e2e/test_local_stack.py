@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -169,13 +170,27 @@ class LocalStack:
     def data_dir(self) -> Path:
         return self.base / "data"
 
+    @property
+    def verified(self) -> str:
+        """The query every URL of the stack carries: verify-full against the cluster's CA file."""
+        return f"sslmode=verify-full&sslrootcert={quote(str(self.ca_file), safe='/:')}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster's own CA (create.sh), which every URL names as sslrootcert."""
+        return self.data_dir / "tls" / "ca.crt"
+
     def declare(self, replicas: int) -> list[Declared]:
         """The real program with Pulumi.local.yaml, on this test's port and directory, as `pulumi up` evaluates it."""
         config = stack_config("local", {
             "gaia-db:readReplicas": replicas, "gaia-db:local": {"port": self.port, "dataDir": str(self.data_dir)},
         })
+        # What the primary's script printed (its CA certificate) once it ran, as the engine would hand it back.
+        runs = [run for run in self.runner.runs if run.resource.endswith("-primary") and run.phase != "delete"]
+        printed = {"-primary": runs[-1].stdout} if runs else {}
         with mock.patch("components.local.boot_id", return_value=self.boot_id):
-            self.evaluation = evaluate("local", config, cloud=FakeCloud(passwords={"-admin-password": self.password}))
+            self.evaluation = evaluate("local", config, cloud=FakeCloud(passwords={"-admin-password": self.password},
+                                                                        command_stdout=printed))
         return self.evaluation.resources
 
     def apply(self, declared: list[Declared]) -> dict[str, str]:
@@ -218,7 +233,8 @@ class LocalStack:
     def connect(self, port: int | None = None, **overrides: Any) -> psycopg.Connection[Any]:
         params: dict[str, Any] = {
             "host": "127.0.0.1", "port": port or self.port, "dbname": "gaia_dev", "user": ADMIN_USER,
-            "password": self.password, "sslmode": "require", "connect_timeout": 5, "autocommit": True,
+            "password": self.password, "sslmode": "verify-full", "sslrootcert": str(self.ca_file),
+            "connect_timeout": 5, "autocommit": True,
         }
         params.update(overrides)
         return psycopg.connect(**params)
@@ -376,7 +392,8 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
     assert not any("SCRAM-SHA-256$" in log.read_text(errors="replace") for log in (stack.data_dir / "log").glob("*"))
 
     outputs = stack.evaluation.outputs
-    with psycopg.connect(outputs["databaseUrl"], autocommit=True) as conn:  # sslmode=require, as the output says
+    # sslmode=verify-full against the cluster's own CA, as the output says
+    with psycopg.connect(outputs["databaseUrl"], autocommit=True) as conn:
         ssl, revision = one_row(conn, "SELECT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), "
                                       "(SELECT version_num FROM alembic_version)")
         assert (ssl, revision) == (True, head_revision())
@@ -386,7 +403,7 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
         insert_sample_rows(conn)
     for service in SERVICES:
         url = outputs["serviceUrls"][service]
-        assert url.endswith(f"@127.0.0.1:{stack.port}/gaia_dev?sslmode=require")
+        assert url.endswith(f"@127.0.0.1:{stack.port}/gaia_dev?{stack.verified}")
         with psycopg.connect(url, autocommit=True) as conn:
             assert one_row(conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == (True,)
             assert rights(conn) == ALLOWED[service], service
@@ -395,7 +412,7 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
     admin_password = parse_url(outputs["databaseUrl"]).password
     assert len(outputs["readerUrls"]) == 2
     for number, reader in enumerate(outputs["readerUrls"], start=1):
-        assert reader.endswith(f"@127.0.0.1:{stack.port + number}/gaia_dev?sslmode=require")
+        assert reader.endswith(f"@127.0.0.1:{stack.port + number}/gaia_dev?{stack.verified}")
         assert admin_password not in reader and f"{ADMIN_USER}:" not in reader
         with psycopg.connect(reader, autocommit=True) as conn:  # the schema and the sample rows reached the replica
             assert wait_until(lambda c=conn: one_row(c, "SELECT count(*) FROM assets")[0] == 1)

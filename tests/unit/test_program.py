@@ -22,7 +22,7 @@ ENVS = ("dev", "staging", "prod")
 CLOUDS = ("aws", "gcp", "fly")
 RDS = "aws:rds/instance:Instance"
 CLOUDSQL = "gcp:sql/databaseInstance:DatabaseInstance"
-PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool"}
+PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool", "caCertificate"}
 SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceReaderUrls", "serviceUrls", "adminApiKey"}
 SERVICES = ("analytics", "chat", "assets", "auth")
 
@@ -39,8 +39,8 @@ def program(env: str, provider: str, preview: bool = False) -> Evaluation:
 
 # provider -> (database name, admin user for env, sslmode)
 CONNECTION = {
-    "aws": ("llm_platform", "gaia_{env}", "require"),
-    "gcp": ("llm_platform", "gaia_{env}", "require"),
+    "aws": ("llm_platform", "gaia_{env}", "verify-full"),  # the endpoint is in RDS's certificate (docs/tls.md)
+    "gcp": ("llm_platform", "gaia_{env}", "verify-ca"),  # the per-instance CA's certificates name no host
     "fly": ("postgres", "postgres", "disable"),  # unmanaged Fly Postgres: no TLS, WireGuard private network
 }
 
@@ -382,7 +382,9 @@ def ev_admin_email(env: str) -> str:
 def test_the_release_can_go_through_a_tunnel_while_outputs_keep_the_real_host() -> None:
     ev = evaluate("dev", provider_config("dev", "aws", releaseUrl="postgresql://127.0.0.1:15432?sslmode=require"))
     release = ev.one(RELEASE)
-    assert release.inputs["connectionUrl"].endswith("@127.0.0.1:15432/llm_platform?sslmode=require")
+    # The socket goes to the tunnel (libpq hostaddr); the host name stays the endpoint's (docs/tls.md, "Tunnels").
+    assert release.inputs["connectionUrl"].endswith("@gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:15432/llm_platform"
+                                                    "?sslmode=require&hostaddr=127.0.0.1")
     assert release.inputs["endpoint"] == "gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:5432/llm_platform"
     assert ev.outputs["databaseUrl"].endswith("@gaia-dev.c0ffee.us-west-2.rds.amazonaws.com:5432/llm_platform"
-                                              "?sslmode=require")
+                                              "?sslmode=verify-full")

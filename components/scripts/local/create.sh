@@ -24,13 +24,7 @@ if [[ ! -f $PRIMARY/PG_VERSION ]]; then
     -E UTF8 --locale=C --data-checksums 2>&1) || { say "$out"; die "initdb failed in $PRIMARY."; }
 fi
 
-if [[ ! -f $PRIMARY/server.key || ! -f $PRIMARY/server.crt ]]; then
-  say "making a self-signed TLS certificate for localhost / 127.0.0.1"
-  out=$(as_server openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$PRIMARY/server.key" -out "$PRIMARY/server.crt" 2>&1) \
-    || { say "$out"; die "openssl could not make the server certificate."; }
-fi
+ensure_tls  # the stack's own CA and the server certificate it signs (lib.sh); every node serves it
 
 changed=0
 include="include_if_exists = 'gaia.conf'"
@@ -62,6 +56,13 @@ else
   say "starting the primary on 127.0.0.1:$port"
   start_node "$PRIMARY" primary
 fi
+if (( TLS_CHANGED )); then  # a reissued certificate: every running node reads it again (ssl settings reload)
+  for dir in "$PRIMARY" "$DATA"/replica-*; do
+    if [[ -d $dir ]] && node_pid "$dir" >/dev/null; then
+      as_server "$BINDIR/pg_ctl" -D "$dir" reload >/dev/null || die "Reloading ${dir##*/} with the new certificate failed."
+    fi
+  done
+fi
 
 # Roles and database, created only when missing: psql prints a command tag for each statement it runs.
 out=$(PGOPTIONS='-c client_min_messages=warning' psql_super "$port" -d postgres \
@@ -90,9 +91,9 @@ SQL
 ) || { say "$out"; die "Creating the roles and the database $db failed."; }
 [[ -z $out ]] || say "created: ${out//$'\n'/, } (role $admin, database $db)"
 
-admin_login_works() {  # over TCP with TLS, exactly as clients connect; the password travels in the environment
+admin_login_works() {  # over TCP with verified TLS, exactly as clients connect; the password travels in the environment
   PGPASSWORD=$admin_password PGCONNECT_TIMEOUT=10 "$BINDIR/psql" -X -w -At -c 'SELECT 1' \
-    "host=127.0.0.1 port=$port dbname=$db user=$admin sslmode=require" >/dev/null 2>&1
+    "host=127.0.0.1 port=$port dbname=$db user=$admin sslmode=verify-full sslrootcert='$TLS/ca.crt'" >/dev/null 2>&1
 }
 
 if admin_login_works; then
@@ -108,7 +109,9 @@ else
     say "${out//"$admin_password"/[secret]}"
     die "Setting the password of $admin failed."
   fi
-  admin_login_works || die "$admin still cannot log in over TLS on 127.0.0.1:$port after its password was set."
+  admin_login_works || die "$admin still cannot log in over verified TLS on 127.0.0.1:$port after its password was set."
 fi
 
-say "primary ready: postgresql://$admin@127.0.0.1:$port/$db?sslmode=require"
+say "primary ready: postgresql://$admin@127.0.0.1:$port/$db?sslmode=verify-full&sslrootcert=$TLS/ca.crt"
+# stdout is the CA certificate, nothing else: the program exports it as caCertificate (components/local.py).
+cat "$TLS/ca.crt"

@@ -1,7 +1,9 @@
 # gaia-db local provider: shared functions for create.sh, replicas.sh, remove-replicas.sh and delete.sh.
 #
 # Layout of GAIA_DATA_DIR (owned by the server user, mode 0700):
-#   primary/        the primary's PGDATA (server.crt/key and gaia.conf live here and are copied to replicas)
+#   primary/        the primary's PGDATA (gaia.conf lives here and is copied to replicas)
+#   tls/            the stack's CA (ca.crt, ca.key) and the server certificate it signs (server.crt, server.key),
+#                   served by every node; clients verify with sslmode=verify-full sslrootcert=tls/ca.crt
 #   replica-<i>/    streaming replica i, port GAIA_PORT+i
 #   wal-archive/    archived WAL of the primary (local point-in-time recovery)
 #   run/            unix sockets (mode 0700: only the server user can connect through them)
@@ -40,6 +42,7 @@ init_paths() {
   RUN=$DATA/run
   LOGS=$DATA/log
   ARCHIVE=$DATA/wal-archive
+  TLS=$DATA/tls
   # A unix socket path is limited to 107 bytes (".s.PGSQL.<port>" adds up to 15).
   (( ${#RUN} <= 92 )) \
     || die "The data directory path $DATA is too long for PostgreSQL's unix socket (at most 88 characters); set gaia-db:local.dataDir to a shorter path."
@@ -129,10 +132,10 @@ prepare_data_dir() {
   # Parents get ordinary permissions so the server user can traverse them (umask 077 would lock it out).
   (umask 022 && mkdir -p "$(dirname "$DATA")") 2>/dev/null \
     || die "Cannot create $(dirname "$DATA"); set gaia-db:local.dataDir to a directory you can write."
-  mkdir -p "$DATA" "$RUN" "$LOGS" "$ARCHIVE" 2>/dev/null \
+  mkdir -p "$DATA" "$RUN" "$LOGS" "$ARCHIVE" "$TLS" 2>/dev/null \
     || die "Cannot create $DATA; set gaia-db:local.dataDir to a directory you can write."
   touch "$DATA/$MARKER"
-  chmod 0700 "$DATA" "$RUN" "$LOGS" "$ARCHIVE"
+  chmod 0700 "$DATA" "$RUN" "$LOGS" "$ARCHIVE" "$TLS"
   if [[ $EUID -eq 0 ]]; then chown -R "$SERVER_USER:" "$DATA"; fi
   as_server test -w "$DATA" -a -x "$DATA" 2>/dev/null || unreachable
 }
@@ -156,8 +159,8 @@ port = $2
 unix_socket_directories = '$RUN'
 unix_socket_permissions = 0700
 ssl = on
-ssl_cert_file = 'server.crt'
-ssl_key_file = 'server.key'
+ssl_cert_file = '$TLS/server.crt'
+ssl_key_file = '$TLS/server.key'
 password_encryption = 'scram-sha-256'
 shared_preload_libraries = 'pg_stat_statements'
 log_min_duration_statement = 100
@@ -171,6 +174,52 @@ archive_mode = on
 archive_command = 'test ! -f ../wal-archive/%f && cp %p ../wal-archive/%f'
 EOF
 }
+
+# --- TLS: the stack's own CA ---------------------------------------------------------------------------------
+
+TLS_NAMES="DNS:localhost,IP:127.0.0.1"  # every node listens on 127.0.0.1 only (node_conf)
+CERT_RENEW_SECONDS=$((30 * 86400))    # a server certificate this close to expiry is reissued
+
+server_cert_ok() {  # signed by this stack's CA, for localhost / 127.0.0.1, its key, and not about to expire
+  [[ -f $TLS/server.crt && -f $TLS/server.key ]] || return 1
+  openssl verify -CAfile "$TLS/ca.crt" "$TLS/server.crt" >/dev/null 2>&1 || return 1
+  openssl x509 -in "$TLS/server.crt" -noout -checkend "$CERT_RENEW_SECONDS" >/dev/null 2>&1 || return 1
+  openssl x509 -in "$TLS/server.crt" -noout -checkip 127.0.0.1 2>/dev/null | grep -q 'does match' || return 1
+  [[ $(openssl x509 -in "$TLS/server.crt" -noout -pubkey 2>/dev/null) == \
+     $(openssl pkey -in "$TLS/server.key" -pubout 2>/dev/null) ]]
+}
+
+# Sets up $TLS: a CA made once per cluster (its key never leaves $TLS), and a server certificate it signs, reissued
+# when missing, not signed by that CA (a cluster made before the CA existed), or within 30 days of expiry.
+ensure_tls() {
+  local out csr
+  if [[ ! -f $TLS/ca.crt || ! -f $TLS/ca.key ]]; then
+    say "making the cluster's certificate authority ($TLS/ca.crt)"
+    out=$(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=gaia-db local CA $(basename "$DATA")" -addext basicConstraints=critical,CA:TRUE \
+      -addext keyUsage=critical,keyCertSign,cRLSign -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>&1) \
+      || { say "$out"; die "openssl could not make the cluster's certificate authority."; }
+    rm -f "$TLS/server.crt"  # whatever was there was signed by another CA
+  fi
+  if ! server_cert_ok; then
+    say "making the server certificate for localhost / 127.0.0.1, signed by the cluster's CA"
+    csr=$TLS/server.csr
+    out=$(openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+        -keyout "$TLS/server.key.new" -out "$csr" 2>&1 \
+      && openssl x509 -req -in "$csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" -CAcreateserial -days 825 \
+        -extfile <(printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$TLS_NAMES") \
+        -out "$TLS/server.crt.new" 2>&1) \
+      || { rm -f "$csr" "$TLS"/*.new; say "$out"; die "openssl could not make the server certificate."; }
+    rm -f "$csr"
+    mv -f "$TLS/server.key.new" "$TLS/server.key"
+    mv -f "$TLS/server.crt.new" "$TLS/server.crt"
+    TLS_CHANGED=1
+  fi
+  chmod 0600 "$TLS"/*.key
+  chmod 0644 "$TLS/ca.crt" "$TLS/server.crt"
+  if [[ $EUID -eq 0 ]]; then chown -R "$SERVER_USER:" "$TLS"; fi
+}
+TLS_CHANGED=0
 
 # --- starting and stopping nodes -----------------------------------------------------------------------------
 
