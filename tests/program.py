@@ -221,6 +221,8 @@ def provider_config(stack: str, provider: str, **extra: Any) -> dict[str, Any]:
     for section in ("fly", "local"):
         if section != provider and f"gaia-db:{section}" in base:
             overrides[f"gaia-db:{section}"] = None
+    if provider != base.get("gaia-db:provider"):
+        overrides["gaia-db:releaseUrl"] = None  # the stack file's tunnel is its own provider's (fly proxy)
     if provider == "fly":
         overrides["gaia-db:flyApiToken"] = "fly-api-token-value"  # real stacks set it with `config set --secret`
     if provider == "gcp":

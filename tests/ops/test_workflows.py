@@ -52,3 +52,18 @@ def test_house_rules() -> None:
         # No expression inside a shell script: values reach scripts through env.
         for block in re.findall(r"run: \|\n((?:\s{10,}.*\n)+)|run: (.*)", text):
             assert "${{" not in "".join(block), f"{path.name}: expression in a run script"
+
+
+def test_every_action_is_the_commit_its_tag_was_checked_to_name() -> None:
+    """deploy-stack.yml's header records, per action, the tag and the commit `git rev-parse <tag>^{commit}` gave on
+    the action's repository; every `uses:` in every workflow is one of those commits, with its tag beside it."""
+    header = (ROOT / ".github" / "workflows" / "deploy-stack.yml").read_text()
+    recorded: dict[tuple[str, str], set[str]] = {}
+    for repo, tag, same, sha in re.findall(r"^#   ([\w.-]+/[\w.-]+) (v[\d.]+)(?: \(= ([\d.v]+)\))? = ([0-9a-f]{40})$",
+                                            header, re.M):
+        recorded.setdefault((repo, sha), set()).update({tag, *([same] if same else [])})
+    assert len(recorded) >= 7, recorded
+    for path in WORKFLOWS:
+        for action, sha, tag in re.findall(r"uses:\s*([\w.-]+/[\w.-]+)[\w./-]*@([0-9a-f]{40}) # (v[\d.]+)",
+                                           path.read_text()):
+            assert tag in recorded.get((action, sha), set()), f"{path.name}: {action}@{sha} # {tag} is not recorded"

@@ -111,4 +111,4 @@ def test_the_bastion_never_touches_the_database(env: str, before: dict[str, Any]
     # Stronger than "not replaced": the RDS instances' inputs are exactly the same.
     old = program(env, **before)
     new = program(env, **after)
-    assert [r.inputs for r in old.of_type(RDS)] == [r.inputs for r in new.of_type(RDS)]
+    assert {r.name: r.inputs for r in old.of_type(RDS)} == {r.name: r.inputs for r in new.of_type(RDS)}

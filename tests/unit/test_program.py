@@ -359,7 +359,12 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
     assert {"environment", "adminEmail", "migrationHead", "endpoint"}.isdisjoint(release.secret_inputs)
     assert release.inputs["migrationHead"] == head_revision()
     assert release.inputs["environment"] == env and release.inputs["adminEmail"] == ev_admin_email(env)
-    assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
+    if "gaia-db:releaseUrl" not in provider_config(env, provider):
+        assert release.inputs["connectionUrl"] == ev.outputs["databaseUrl"]
+    else:  # the stack file's tunnel (fly proxy on 127.0.0.1:15432): the database's own login, through the tunnel
+        login = ev.outputs["databaseUrl"].rsplit("@", 1)[0] + "@"
+        assert release.inputs["connectionUrl"].startswith(login) and ":15432/" in release.inputs["connectionUrl"]
+        assert "127.0.0.1" in release.inputs["connectionUrl"]
     assert set(release.inputs["rolePasswords"]) == {*SERVICES, "reader"}  # one mechanism for every managed login
     assert release.additional_secret_outputs == ["credentialsFingerprint"]
     # It waits for the primary, every replica (Fly: the cluster command makes them all and sets the password) and
