@@ -16,6 +16,7 @@ This is the whole-deploy test: everything `pulumi up --stack local` does, minus 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -307,6 +308,9 @@ def test_declares_a_primary_and_a_replicas_command_under_the_cluster(stack: Loca
         assert command.inputs["addPreviousOutputInEnv"] is False
         assert command.inputs["update"] == command.inputs["create"]  # scripts converge
         assert command.inputs["triggers"] == [str(stack.data_dir), stack.port]
+        # A new directory or port replaces the command, and the engine deletes the old cluster first (same port,
+        # same directory), as apply() above does; Pulumi's default would start the new one beside the old.
+        assert command.delete_before_replace
         assert command.inputs["environment"]["GAIA_DATA_DIR"] == str(stack.data_dir)
     assert replicas.inputs["environment"]["GAIA_REPLICAS"] == "2"
     assert "GAIA_REPLICAS" not in primary.inputs["environment"]  # a new count never touches the primary
@@ -390,6 +394,13 @@ def test_the_release_runs_in_the_provider_process_and_the_service_urls_have_thei
     verifiers = "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%SCRAM-SHA-256$%'"
     assert stack.query(verifiers) == 0  # the admin is in pg_monitor: it sees every statement's text
     assert not any("SCRAM-SHA-256$" in log.read_text(errors="replace") for log in (stack.data_dir / "log").glob("*"))
+    # Nor did the admin's own password, which create.sh set as the superuser: no password statement of any session
+    # is in pg_stat_statements (its utility statements are kept verbatim), and the password is nowhere in it.
+    with stack.connect() as conn:
+        texts = [str(row[0]) for row in conn.execute("SELECT query FROM pg_stat_statements").fetchall()]
+    assert texts, "pg_stat_statements records this cluster's statements"
+    assert not [t for t in texts if re.search(r"\bPASSWORD\s+'", t, re.IGNORECASE)], texts
+    assert not [t for t in texts if stack.password in t or stack.password.replace("'", "''") in t]
 
     outputs = stack.evaluation.outputs
     # sslmode=verify-full against the cluster's own CA, as the output says

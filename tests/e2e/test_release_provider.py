@@ -89,6 +89,7 @@ def test_create_diff_update_delete_in_the_provider_process(provider: ProviderPro
     assert connections_received(pg) == before, "diff must not open a database connection"
 
     for changed in (
+        {"environment": "staging"},
         {"adminEmail": "ops@dev.gaia.com"},
         {"rolePasswords": dict(ROLE_PASSWORDS, auth="a-rotated-auth-password")},
         {"endpoint": "10.0.0.9:5432/llm_platform"},
@@ -158,6 +159,29 @@ def test_a_new_migration_in_the_project_means_update_and_the_update_applies_it(p
                              "gaia_chat:" + ROLE_PASSWORDS["chat"])
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         _scalar(chat, "SELECT count(*) FROM feedback")
+
+
+def test_a_database_left_at_another_revision_than_the_programs_head_fails_the_release(
+    provider: ProviderProcess, admin_url: str
+) -> None:
+    # The program says its migrations end at a revision this project's migrations/ does not reach (a program and a
+    # migrations/ directory out of step): the release migrates to what it has, then refuses to report success.
+    props = release_props(admin_url, migrationHead="0099_not_in_this_project")
+    with pytest.raises(grpc.RpcError) as caught:
+        provider.create(props)
+    details = caught.value.details()  # type: ignore[attr-defined]
+    assert details.startswith("components.release.ReleaseFailed: the gaia-db release of dev left the database at "
+                              f"revision {head_revision()}, but this program's migrations/ ends at "
+                              "0099_not_in_this_project"), details
+    assert "Traceback" not in details
+
+
+def test_check_refuses_a_required_input_missing_or_empty(provider: ProviderProcess) -> None:
+    props = release_props("postgresql://gaia_dev:pw@127.0.0.1:9/llm_platform")
+    for key in ("adminEmail", "endpoint", "migrationHead", "adminApiKey"):
+        for news in (dict(props, **{key: ""}), {k: v for k, v in props.items() if k != key}):
+            _, failures = provider.check(news)
+            assert [(f.property, f.reason) for f in failures] == [(key, f"{key} is required")], news
 
 
 def test_a_failed_release_reads_as_one_sentence(provider: ProviderProcess) -> None:

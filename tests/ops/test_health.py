@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from typing import Any
 
 import psycopg
 from cli_runner import run_dbops
 from opshelpers import Replica, current_lsn, streaming
 from pgserver import PgServer, free_port, wait_until
 
-from dbops.health import check
+from dbops.health import DEFAULT_MAX_LAG, _primary, check
 
 
 def beat(primary: PgServer) -> None:
@@ -112,6 +114,49 @@ def test_stopped_replica_turns_the_primary_unhealthy_with_the_reason(cluster: tu
         replica.start()
     assert wait_until(lambda: streaming(primary), timeout=20)
     assert check(primary.url(), expect_replicas=1)["status"] == "healthy"
+
+
+def test_a_replica_whose_primary_is_gone_is_unhealthy(cluster: tuple[PgServer, Replica]) -> None:
+    """Its lag reads 0 (everything received is replayed), so only the missing WAL receiver tells."""
+    primary, replica = cluster
+    primary.stop_server()
+    try:
+        time.sleep(1)  # the WAL receiver notices the closed connection and exits
+        results = []
+        for _ in range(6):  # between retries (every 5 s) the receiver may be starting: unhealthy either way
+            results.append(check(replica.url()))
+            time.sleep(0.5)
+        for result in results:
+            assert result["status"] == "unhealthy" and result["role"] == "replica", result
+            assert any("WAL" in reason for reason in result["reasons"]), result
+        assert any(result["wal_receiver"] == "stopped" for result in results), results
+        assert any("no WAL receiver" in " ".join(result["reasons"]) for result in results), results
+    finally:
+        primary.start_server()
+    assert wait_until(lambda: streaming(primary), timeout=30)
+    assert wait_until(lambda: check(replica.url())["status"] == "healthy", timeout=10)
+
+
+class _Catalog:
+    """What the primary's health queries read, in order: pg_stat_replication's rows, then the inactive slots."""
+
+    def __init__(self, *answers: list[tuple[object, ...]]) -> None:
+        self.answers = list(answers)
+
+    def execute(self, _query: str) -> Any:
+        rows = self.answers.pop(0)
+        return type("Rows", (), {"fetchall": lambda _self: rows, "__iter__": lambda _self: iter(rows)})()
+
+
+def test_a_connected_replica_that_is_not_streaming_makes_the_primary_unhealthy() -> None:
+    # A standby still catching up after a restart (or taking a base backup) is connected but serves stale reads;
+    # such states last seconds on a real server, so the catalog is given here.
+    catching_up = ("gaia_replica_1", "127.0.0.1", "catchup", "async", None, False, 16_777_216.0)
+    result: dict[str, Any] = {"reasons": []}
+    _primary(_Catalog([catching_up], []), result, DEFAULT_MAX_LAG, 1)  # type: ignore[arg-type]
+    assert result["reasons"] == ["replica gaia_replica_1 is catchup, not streaming",
+                                 "0 of 1 expected replicas are streaming"]
+    assert result["replicas"][0]["state"] == "catchup"
 
 
 def test_unreachable_server_is_unhealthy_not_a_traceback() -> None:

@@ -287,6 +287,18 @@ def sql_setting(suffix: str, *path_and_value: Any) -> Callable[[list[Res]], None
     return weaken
 
 
+def remove(typ: str, suffix: str, *path: str) -> Callable[[list[Res]], None]:
+    """The property left out altogether (the provider's default then applies), not set to a bad value."""
+    *parents, key = path
+
+    def weaken(rs: list[Res]) -> None:
+        target = one(rs, typ, suffix).props
+        for part in parents:
+            target = target[part]
+        del target[key]
+    return weaken
+
+
 def paste_into(suffix: str, field_name: str, env_key: str, template: str) -> Callable[[list[Res]], None]:
     def weaken(rs: list[Res]) -> None:
         props = one(rs, "command:local:Command", suffix).props
@@ -352,6 +364,26 @@ WEAKENED = [
      {"no-credential-in-command-line"}),
     ("local", "prod", set_env("replicas", gp.LOCAL_REPLICAS, "1"), {"read-replicas-in-prod"}),
     ("aws", "prod", drop(gp.RELEASE, "release"), {"environment-known"}),
+    # The same rules with the property absent: RDS's defaults are unencrypted storage, the default parameter group
+    # (no rds.force_ssl) and no deletion protection; Cloud SQL's are unencrypted connections allowed, an edition
+    # Google picks and no backups.
+    ("aws", "prod", remove(gp.RDS, "primary", "storageEncrypted"), {"storage-encrypted"}),
+    ("aws", "dev", remove(gp.RDS, "primary", "parameterGroupName"), {"ssl-enforced"}),
+    ("aws", "prod", remove(gp.RDS, "primary", "backupRetentionPeriod"),
+     {"backups-meet-tier", "pitr-in-staging-and-prod"}),
+    ("aws", "prod", remove(gp.RDS, "replica-1", "deletionProtection"), {"deletion-protection-in-prod"}),
+    ("gcp", "prod", remove(gp.CLOUDSQL, "replica-1", "settings", "ipConfiguration", "sslMode"), {"ssl-enforced"}),
+    ("gcp", "staging", remove(gp.CLOUDSQL, "primary", "settings", "edition"), {"cloudsql-edition-pinned"}),
+    ("gcp", "dev", remove(gp.CLOUDSQL, "primary", "settings", "backupConfiguration"), {"backups-meet-tier"}),
+    ("gcp", "prod", remove(gp.CLOUDSQL, "primary", "settings", "backupConfiguration", "pointInTimeRecoveryEnabled"),
+     {"pitr-in-staging-and-prod"}),
+    ("gcp", "prod", remove(gp.CLOUDSQL, "primary", "deletionProtection"), {"deletion-protection-in-prod"}),
+    ("gcp", "prod", remove(gp.CLOUDSQL, "replica-1", "settings", "deletionProtectionEnabled"),
+     {"deletion-protection-in-prod"}),
+    ("fly", "staging", remove("command:local:Command", "cluster", "environment", gp.FLY_WAL_BACKUPS),
+     {"pitr-in-staging-and-prod"}),
+    ("fly", "prod", remove("command:local:Command", "cluster", "environment", gp.FLY_SNAPSHOT_DAYS),
+     {"backups-meet-tier"}),
 ]
 
 

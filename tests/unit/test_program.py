@@ -223,6 +223,11 @@ def test_rds_network_admits_only_the_configured_sources() -> None:
     [rule] = group.inputs["ingress"]
     assert rule["cidrBlocks"] == ["10.8.0.0/16"] and rule["securityGroups"] == ["sg-0123abcd"]
     assert ev.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == aws["subnetIds"]
+    # Naming only security groups admits only them: no CIDR, not even the VPC's own.
+    only_groups = {key: value for key, value in aws.items() if key != "allowedCidrs"}
+    group = evaluate("prod", provider_config("prod", "aws", aws=only_groups)).one("aws:ec2/securityGroup:SecurityGroup")
+    [rule] = group.inputs["ingress"]
+    assert not rule.get("cidrBlocks") and rule["securityGroups"] == ["sg-0123abcd"]
 
 
 # --- Cloud SQL ---

@@ -17,12 +17,15 @@ from components.sizing import (
     rds_instance_class,
 )
 
-# tier -> (RDS class, Cloud SQL tier, Fly VM), with the reason in the comment.
+# tier -> (RDS class, Cloud SQL tier, Fly VM) for the tier's size and its pools' peak connections (README), with the
+# reason in the comment.
 CHOICES = {
-    # 1 vCPU / 256 MB: the smallest RDS class (2 vCPU, 1 GB); Cloud SQL's custom floor is 3.75 GB; Fly's 1x at 256 MB.
+    # 1 vCPU / 256 MB, 72 connections: the smallest RDS class (2 vCPU, 1 GB: 112 connections); Cloud SQL's custom floor
+    # is 3.75 GB; Fly's 1x at 256 MB.
     "dev": ("db.t4g.micro", "db-custom-1-3840", FlyVm("shared-cpu-1x", 256)),
-    # 2 vCPU / 1 GB: t4g.micro has exactly that; Cloud SQL 2 vCPU at the 3.75 GB floor; Fly shared 2x at 1 GB.
-    "staging": ("db.t4g.micro", "db-custom-2-3840", FlyVm("shared-cpu-2x", 1024)),
+    # 2 vCPU / 1 GB, 132 connections: t4g.micro has the CPUs and memory but room for 112 connections only, so
+    # t4g.small (225); Cloud SQL 2 vCPU at the 3.75 GB floor (422); Fly shared 2x at 1 GB.
+    "staging": ("db.t4g.small", "db-custom-2-3840", FlyVm("shared-cpu-2x", 1024)),
     # 8 vCPU / 16 GB in production: no burstable t4g, so m7g.2xlarge (8, 32 GB); Cloud SQL exact (2 GB/vCPU);
     # Fly performance-8x at its 16 GB floor (shared CPUs are refused in production).
     "prod": ("db.m7g.2xlarge", "db-custom-8-16384", FlyVm("performance-8x", 16384)),
@@ -31,9 +34,18 @@ CHOICES = {
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_each_tier_maps_to_the_documented_class(env: str) -> None:
-    size, production = TIERS[env].size, env == "prod"  # type: ignore[index]
-    assert (rds_instance_class(size, production=production), cloudsql_tier(size), fly_vm(size, production=production)) \
-        == CHOICES[env]
+    tier, production = TIERS[env], env == "prod"  # type: ignore[index]
+    size, connections = tier.size, tier.pool.connections_needed
+    assert (rds_instance_class(size, production=production, connections=connections),
+            cloudsql_tier(size, connections=connections), fly_vm(size, production=production)) == CHOICES[env]
+
+
+def test_rds_takes_the_next_class_when_the_connections_need_more_memory() -> None:
+    # max_connections = memory / 9,531,392 bytes: 112 on 1 GB, 225 on 2 GB, 450 on 4 GB.
+    size = Size(2, 1024, 10)
+    assert rds_instance_class(size, production=False, connections=112) == "db.t4g.micro"
+    assert rds_instance_class(size, production=False, connections=113) == "db.t4g.small"
+    assert rds_instance_class(size, production=False, connections=226) == "db.t4g.medium"
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 7, 8, 16, 33, 64, 96])
