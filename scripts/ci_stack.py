@@ -40,9 +40,10 @@ class Tunnel:
 TUNNELS: dict[str, Tunnel] = {
     # WireGuard carries the traffic; unmanaged Fly Postgres serves no TLS.
     "fly": Tunnel("fly proxy", (None, "disable"), "postgresql://127.0.0.1:15432?sslmode=disable"),
-    # SSM forwards raw TCP: the TLS session is the database's own, so plaintext is never right.
+    # SSM forwards raw TCP: the TLS session is the database's own, so plaintext is never right. Without an sslmode
+    # the release verifies the endpoint's own name through the tunnel (verify-full, libpq hostaddr).
     "aws": Tunnel("aws ssm start-session (AWS-StartPortForwardingSessionToRemoteHost)",
-                  (None, "require", "verify-ca", "verify-full"), "postgresql://127.0.0.1:15432?sslmode=require"),
+                  (None, "require", "verify-ca", "verify-full"), "postgresql://127.0.0.1:15432"),
     # The Auth Proxy's local listener is plaintext; the proxy encrypts and authorises the hop itself.
     "gcp": Tunnel("cloud-sql-proxy", ("disable",), "postgresql://127.0.0.1:15432?sslmode=disable"),
 }

@@ -82,7 +82,8 @@ def runbook_rows(text: str) -> dict[tuple[str, str], str]:
 def readme_tunnel(provider: str) -> tuple[str, str]:
     """(tunnel command, releaseUrl) of the provider's row in README's "Reaching the database" table."""
     readme = (ROOT / "README.md").read_text()
-    row = re.search(rf"^\| {re.escape(README_ROWS[provider])} \| (.*) \| `(postgresql://[^`]+)` \|$", readme, re.M)
+    row = re.search(rf"^\| {re.escape(README_ROWS[provider])} \| (.*) \| `(postgresql://[^`]+)`[^|`]* \|$", readme,
+                    re.M)
     assert row, f"README's tunnel table has no {README_ROWS[provider]} row"
     return row.group(1), row.group(2)
 
