@@ -3,11 +3,17 @@
 import pulumi
 
 from components.database import PortableDatabase
+from components.publish import Publish
 from components.settings import load_settings
 
 settings = load_settings()
 database = PortableDatabase(settings.resource_prefix, settings)
 cluster = database.cluster
+if settings.publish is not None:
+    # After the release: a service is handed a URL only once its login has that password.
+    published = Publish(f"{settings.resource_prefix}-publish", settings, database.service_urls,
+                        database.service_reader_urls, pulumi.ResourceOptions(depends_on=[database.release]))
+    pulumi.export("published", published.locations)  # where each service's URL went: names and ARNs, no value
 
 pulumi.export("databaseUrl", database.database_url)
 pulumi.export("readerUrls", database.reader_urls)

@@ -11,7 +11,14 @@ import pulumi_random as random
 from components.cluster import DatabaseCluster
 from components.release import Release
 from components.settings import Provider, ReleaseTunnel, Settings
-from dbops.names import ADMIN_KEY_PREFIX, LOGIN_ROLES, LOGINS, READER, SERVICES
+from dbops.names import (
+    ADMIN_KEY_PREFIX,
+    PASSWORD_LOGIN_ROLES,
+    READER,
+    SECOND_LOGINS,
+    SERVICES,
+    active_login,
+)
 from dbops.revisions import head_revision
 from dbops.urls import build_url
 
@@ -59,14 +66,42 @@ def tunnel_target(
     return host, tunnel.port, tunnel.sslmode or sslmode, tunnel.host
 
 
+def login_epochs(credentials_version: int) -> tuple[int, int]:
+    """(service role's, second login's) epoch: the latest version at which each became the active login. A login's
+    password is replaced exactly when its epoch moves, i.e. when a bump makes it the active one; the other login keeps
+    its password (alternating users). The service role is active on odd versions, its second login on even ones."""
+    own = credentials_version if credentials_version % 2 else credentials_version - 1
+    second = credentials_version if not credentials_version % 2 else credentials_version - 1
+    return own, second
+
+
+def _epoch_keepers(epoch: int) -> dict[str, str] | None:
+    # Epoch 1 has no keepers: the service roles' passwords of a stack from before credentialsVersion stay as they are.
+    return None if epoch == 1 else {"credentialsVersion": str(epoch)}
+
+
 class PortableDatabase(pulumi.ComponentResource):
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gaia:index:PortableDatabase", name, None, opts)
 
         admin_password = _secret(f"{name}-admin-password", self, PASSWORD_LENGTH)
-        # One password per managed login: each service's, and the read-only reader's (readerUrls). The release sets
-        # them all the same way (dbops.release role_passwords).
-        role_secrets = {login: _secret(f"{name}-{login}-password", self, PASSWORD_LENGTH) for login in LOGINS}
+        # One password per managed login: each service's two logins (the service role and its second login, which
+        # credentialsVersion alternates between) and the read-only reader's (readerUrls). The release sets them all the
+        # same way (dbops.release role_passwords), each only when it changed.
+        own_epoch, second_epoch = login_epochs(settings.credentials_version)
+        role_secrets = {
+            service: _secret(f"{name}-{service}-password", self, PASSWORD_LENGTH, _epoch_keepers(own_epoch))
+            for service in SERVICES
+        }
+        role_secrets[READER] = _secret(f"{name}-{READER}-password", self, PASSWORD_LENGTH)
+        role_secrets |= {
+            SECOND_LOGINS[service]: _secret(
+                f"{name}-{service}-alt-password", self, PASSWORD_LENGTH, {"credentialsVersion": str(second_epoch)}
+            )
+            for service in SERVICES
+        }
+        # service -> the login its URLs carry: the one whose password the latest bump set.
+        self.active_logins = {service: active_login(service, settings.credentials_version) for service in SERVICES}
         # Bumping adminKeyVersion replaces this password, which is how the admin API key is rotated.
         admin_key = _secret(
             f"{name}-admin-api-key", self, API_KEY_LENGTH, keepers={"version": str(settings.admin_key_version)}
@@ -106,7 +141,8 @@ class PortableDatabase(pulumi.ComponentResource):
             return pulumi.Output.secret(
                 cluster.readers.apply(
                     lambda readers: pulumi.Output.all(*[
-                        url(LOGIN_ROLES[login], self.role_passwords[login], r["host"], r["port"]) for r in readers
+                        url(PASSWORD_LOGIN_ROLES[login], self.role_passwords[login], r["host"], r["port"])
+                        for r in readers
                     ])
                 )
             )
@@ -115,12 +151,12 @@ class PortableDatabase(pulumi.ComponentResource):
         self.reader_urls: pulumi.Output[list[str]] = on_replicas(READER)
         # Each service's own login on each replica, for the read traffic it moves off the primary.
         self.service_reader_urls: pulumi.Output[dict[str, list[str]]] = pulumi.Output.secret(
-            pulumi.Output.all(**{service: on_replicas(service) for service in SERVICES})
+            pulumi.Output.all(**{service: on_replicas(self.active_logins[service]) for service in SERVICES})
         )
         self.service_urls: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             pulumi.Output.all(**{
-                service: url(LOGIN_ROLES[service], self.role_passwords[service], cluster.host, cluster.port)
-                for service in SERVICES
+                service: url(PASSWORD_LOGIN_ROLES[login], self.role_passwords[login], cluster.host, cluster.port)
+                for service, login in self.active_logins.items()
             })
         )
         # Cloud SQL's unix-socket form of the admin login, for operations through the Auth Proxy's socket directory;

@@ -61,6 +61,22 @@ def credentials_fingerprint(role_passwords: Mapping[str, str], admin_api_key: st
     return digest.hexdigest()
 
 
+def password_digests(role_passwords: Mapping[str, str]) -> dict[str, str]:
+    """Per login, a digest of the password the release set, kept (secret) in the resource's outputs: the next update
+    sets only the passwords whose digest moved, so a credentialsVersion bump touches the inactive login alone."""
+    return {login: hashlib.sha256(f"{login}\0{password}".encode()).hexdigest() for login, password in
+            sorted(role_passwords.items())}
+
+
+def unchanged_passwords(olds: Mapping[str, Any], role_passwords: Mapping[str, str]) -> list[str]:
+    """The logins whose password the last release already set (by the digests it recorded); none for a state from
+    before the digests were recorded."""
+    recorded = olds.get("passwordDigests")
+    if not isinstance(recorded, Mapping):
+        return []
+    return [login for login, digest in password_digests(role_passwords).items() if recorded.get(login) == digest]
+
+
 def _is_unknown(value: Any) -> bool:
     if isinstance(value, Mapping):
         return any(_is_unknown(item) for item in value.values())
@@ -77,6 +93,7 @@ def _state(props: Mapping[str, Any]) -> dict[str, Any]:
         "adminEmail": props["adminEmail"],
         "endpoint": props["endpoint"],
         "credentialsFingerprint": credentials_fingerprint(props["rolePasswords"], props["adminApiKey"]),
+        "passwordDigests": password_digests(props["rolePasswords"]),
     }
 
 
@@ -99,14 +116,15 @@ class ReleaseProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(f"gaia-db-release-{props['environment']}", self._release(props))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        # The SDK's default update would drop every output; the release returns them all again.
-        return UpdateResult(self._release(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # The SDK's default update would drop every output; the release returns them all again. Passwords the last
+        # release set already are not set again (a rotation changes one login per service).
+        return UpdateResult(self._release(news, unchanged_passwords(olds, news["rolePasswords"])))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Removing the release from the stack leaves the schema, roles and data exactly as they are."""
 
-    def _release(self, props: Mapping[str, Any]) -> dict[str, Any]:
+    def _release(self, props: Mapping[str, Any], unchanged: list[str] | None = None) -> dict[str, Any]:
         from dbops.errors import DbopsError
         from dbops.release import release
         from dbops.tls import root_certificate
@@ -125,6 +143,7 @@ class ReleaseProvider(ResourceProvider):
                     admin_api_key=props["adminApiKey"],
                     wait_seconds=float(props.get("waitSeconds") or RELEASE_WAIT_SECONDS),
                     progress=progress,
+                    unchanged_passwords=unchanged or [],
                 )
         except DbopsError as error:
             # The SDK reports a provider exception with traceback.format_exc(), which honours sys.tracebacklimit:
@@ -176,6 +195,9 @@ class Release(pulumi.dynamic.Resource, module="gaia", name="Release"):
             "waitSeconds": wait_seconds,
             "revision": None,
             "credentialsFingerprint": None,
+            "passwordDigests": None,
         }
-        secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=["credentialsFingerprint"])
+        secret_outputs = pulumi.ResourceOptions(
+            additional_secret_outputs=["credentialsFingerprint", "passwordDigests"]
+        )
         super().__init__(ReleaseProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_outputs))

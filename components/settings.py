@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import pulumi
@@ -22,6 +22,9 @@ from components import sizing
 from components.sizing import Size
 from dbops import names
 from dbops.urls import SSLMODES
+
+if TYPE_CHECKING:
+    from components.publish_settings import PublishSettings
 
 Provider = Literal["fly", "aws", "gcp", "local"]
 Environment = Literal["dev", "staging", "prod"]
@@ -254,6 +257,10 @@ class Settings:
     tags: Mapping[str, str] = field(default_factory=dict)
     # PostgreSQL major version on AWS and GCP (Fly and local run what their image / server binaries carry).
     major_version: int = DEFAULT_MAJOR_VERSION
+    # Bump to rotate every service password with alternating logins (odd: gaia_<svc>, even: gaia_<svc>_alt active).
+    credentials_version: int = 1
+    # Where each service's URL is delivered (components/publish.py); None publishes nothing.
+    publish: PublishSettings | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -360,7 +367,7 @@ def _email(key: str, value: Any) -> str:
 KNOWN_KEYS = (
     "provider", "environment", "adminEmail", "size", "readReplicas", "backupRetentionDays", "pool", "databaseName",
     "fly", "flyApiToken", "aws", "gcp", "local", "adminKeyVersion", "releaseUrl", "tags", "adminPassword",
-    "majorVersion",
+    "majorVersion", "credentialsVersion", "publish",
 )
 
 
@@ -417,6 +424,12 @@ def parse_settings(
     read_replicas = _int("readReplicas", raw.get("readReplicas", tier.read_replicas), (0, MAX_READ_REPLICAS))
     retention = _int("backupRetentionDays", raw.get("backupRetentionDays", tier.backup_retention_days), RETENTION_DAYS)
     admin_key_version = _int("adminKeyVersion", raw.get("adminKeyVersion", 1), (1, 1_000_000))
+    credentials_version = _int("credentialsVersion", raw.get("credentialsVersion", 1), (1, 1_000_000))
+    publish = None
+    if raw.get("publish"):
+        from components.publish_settings import parse_publish  # its own module; it uses the helpers above
+
+        publish = parse_publish(raw["publish"], environment=environment, gcp_project=gcp_project)
 
     database_name = _string(
         "databaseName", raw.get("databaseName", names.default_database_name(provider, environment)), IDENTIFIER,
@@ -514,8 +527,14 @@ def parse_settings(
     tags = _tags(raw.get("tags", {}))
     major_version = _major_version(provider, raw)
 
-    if provider != "fly" and fly_api_token is not None:
+    publishes_to_fly = publish is not None and publish.fly is not None
+    if provider != "fly" and fly_api_token is not None and not publishes_to_fly:
         raise SettingsError(f"gaia-db:flyApiToken is set, but this stack's provider is {provider}; remove it.")
+    if publishes_to_fly and fly_api_token is None:
+        raise SettingsError(
+            "gaia-db:publish.fly is set, but gaia-db:flyApiToken is not; set a token that may write the apps' "
+            "secrets with `pulumi config set --secret flyApiToken < token-file`."
+        )
 
     return Settings(
         stack=stack,
@@ -538,6 +557,8 @@ def parse_settings(
         release_tunnel=release_tunnel,
         tags=tags,
         major_version=major_version,
+        credentials_version=credentials_version,
+        publish=publish,
     )
 
 

@@ -194,7 +194,9 @@ class RecordingMonitor(mocks.MockMonitor):
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
         outputs, secret = unwrap(rpc.deserialize_properties(request.outputs)), _secret_paths(request.outputs)
-        if "pulumi:pulumi:Stack" in request.urn:
+        # The stack's own URN ends in its type and name; a top-level component's URN names the stack type too
+        # (`…::pulumi:pulumi:Stack$gaia:index:Publish::…`), so compare the type part exactly.
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
             self.evaluation.outputs, self.evaluation.secret_outputs = outputs, secret
         else:
             component = self.evaluation.by_urn(request.urn)

@@ -15,6 +15,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,13 @@ def test_the_release_refuses_the_impostor_and_names_the_certificate(
 
 
 def test_the_dynamic_provider_verifies_against_the_ca_it_is_given(
-    stack: LocalStack, impostor: tuple[PgServer, Path]
+    stack: LocalStack, impostor: tuple[PgServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cloud URL names no sslrootcert (a service supplies its own copy): the provider verifies against the
     stack's `caCertificate`, written to a private file only while the release runs."""
+    # A failed release sets sys.tracebacklimit = 0 for the provider process; here it is this worker's, and the
+    # mock engine's later evaluations need stack traces: restored (removed) after the test.
+    monkeypatch.setattr(sys, "tracebacklimit", 1000, raising=False)
     _, impostor_ca = impostor
     release_inputs = stack.evaluation.one("pulumi-python:dynamic/gaia:Release").inputs
     url = with_parameters(release_inputs["connectionUrl"].split("&sslrootcert=")[0])

@@ -120,7 +120,8 @@ def _credentials(ev: Evaluation) -> list[Declared]:
 def test_credentials_are_random_and_the_admin_key_rotates_with_its_version(provider: str) -> None:
     ev = program("dev", provider)
     names = sorted(r.name.removeprefix("gaia-db-dev-") for r in _credentials(ev))
-    assert names == sorted(["admin-password", "admin-api-key", "reader-password", *(f"{s}-password" for s in SERVICES)])
+    assert names == sorted(["admin-password", "admin-api-key", "reader-password", *(f"{s}-password" for s in SERVICES),
+                            *(f"{s}-alt-password" for s in SERVICES)])  # the second logins (credentialsVersion)
     for secret in _credentials(ev):
         assert "result" in secret.additional_secret_outputs
         assert secret.inputs["length"] >= 40 and secret.inputs["special"] is False
@@ -370,8 +371,9 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
         login = ev.outputs["databaseUrl"].rsplit("@", 1)[0] + "@"
         assert release.inputs["connectionUrl"].startswith(login) and ":15432/" in release.inputs["connectionUrl"]
         assert "127.0.0.1" in release.inputs["connectionUrl"]
-    assert set(release.inputs["rolePasswords"]) == {*SERVICES, "reader"}  # one mechanism for every managed login
-    assert release.additional_secret_outputs == ["credentialsFingerprint"]
+    # One mechanism for every managed login: the services, the reader, the services' second logins.
+    assert set(release.inputs["rolePasswords"]) == {*SERVICES, "reader", *(f"{s}_alt" for s in SERVICES)}
+    assert release.additional_secret_outputs == ["credentialsFingerprint", "passwordDigests"]
     # It waits for the primary, every replica (Fly: the cluster command makes them all and sets the password) and
     # every credential.
     if provider == "fly":
