@@ -383,7 +383,7 @@ def test_the_release_follows_the_database_with_its_secrets_wrapped(env: str, pro
         database = {r.urn for r in ev.of_type(RDS if provider == "aws" else CLOUDSQL)}
         assert len(database) == 1 + TIERS[env].read_replicas  # type: ignore[index]
     credentials = {r.urn for r in _credentials(ev)}
-    assert len(credentials) == 7
+    assert len(credentials) == 11  # admin password and key, 4 services x 2 logins, the reader
     assert database | credentials <= set(release.dependencies)
 
 
