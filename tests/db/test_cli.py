@@ -45,7 +45,8 @@ def test_release_prints_the_contract_json(admin_url: str) -> None:
     for key in (None, ADMIN_KEY):
         again = run_dbops(*release_args(), env=release_env(admin_url, PASSWORDS, key))
         assert again.returncode == 0, again.stderr
-        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl", "secondLoginUrls"}
+        assert set(json.loads(again.stdout)) == {"revision", "serviceUrls", "passwordsChanged", "readerUrl",
+                                                 "secondLoginUrls"}
     assert query(admin_url, "SELECT key_hash FROM api_keys WHERE is_active") == [(seed.key_hash(ADMIN_KEY),)]
 
 

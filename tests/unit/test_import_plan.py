@@ -271,6 +271,6 @@ def test_the_command_refuses_in_one_sentence(argv: tuple[str, ...], message: str
 
 
 def test_fly_and_local_have_nothing_to_import() -> None:
-    assert run("--provider", "fly", "--environment", "dev")[0] == 2  # argparse: not a choice
+    assert run("--provider", "fly", "--environment", "dev")[0] == 1  # argparse: not a choice (misuse exits 1)
     with pytest.raises(DbopsError, match="adopted by name"):
         import_plan("fly", "dev")
