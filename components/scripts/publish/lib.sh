@@ -41,8 +41,10 @@ publish_digest() {
 }
 
 # True when the last run published exactly this (its stdout is handed back by pulumi-command).
+# (pulumi-command trims the trailing newline; either way matches).
 already_published() {
-    [[ ${PULUMI_COMMAND_STDOUT:-} == "published $1" ]]
+    local previous=${PULUMI_COMMAND_STDOUT:-}
+    [[ ${previous%$'\n'} == "published $1" ]]
 }
 
 # True when every name in NAMES is among the names on stdin (one per line).
