@@ -129,6 +129,14 @@ def test_a_held_lock_makes_the_step_retry_naming_the_blocker_and_succeed_once_re
     assert any(line.startswith(f"validating constraint {CHECK} on chat_messages") for line in lines), lines
 
 
+def test_the_default_lock_waits_start_at_20_ms_and_never_exceed_half_a_second() -> None:
+    # The tests above use a faster policy; a release uses this one: every write to the table queues behind a DDL
+    # statement while it waits for its lock, so the first waits are the shortest.
+    policy = online.LockRetry()
+    waits = [policy.timeout_ms(attempt) for attempt in range(1, 30)]
+    assert waits[:5] == [20] * 5 and waits == sorted(waits) and max(waits) == 500
+
+
 def test_the_naive_statement_would_block_the_applications_writes(released: tuple[str, ReleaseResult]) -> None:
     url, _ = released
     _messages(url, 10)

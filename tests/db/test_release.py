@@ -270,6 +270,8 @@ def test_the_admin_email_is_normalised_and_case_variants_are_one_admin(released:
     decomposed = "ze\u0301lie@dev.gaia.com"  # e + combining acute: NFC makes it one character
     release(url, environment="dev", admin_email=decomposed, role_passwords=PASSWORDS)
     assert ("z\u00e9lie@dev.gaia.com",) in query(url, "SELECT email FROM users")
+    release(url, environment="dev", admin_email="Ops.Lead@OPS.Gaia.COM", role_passwords=PASSWORDS)  # a new admin
+    assert ("Ops.Lead@ops.gaia.com",) in query(url, "SELECT email FROM users")  # the local part is kept as given
 
 
 @pytest.mark.parametrize("email", ["admin@dev.gaia.com\n", "ad\x00min@dev.gaia.com", "ad\u200bmin@dev.gaia.com",

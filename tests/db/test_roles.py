@@ -179,7 +179,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         "GRANT gaia_auth TO gaia_assets",
         "GRANT rds_iam TO gaia_chat",  # a cloud's IAM login role: designed, kept
         "ALTER ROLE gaia_assets CREATEDB CREATEROLE NOINHERIT",
-        f"ALTER ROLE {OWNER_ROLE} LOGIN",
+        f"ALTER ROLE {OWNER_ROLE} LOGIN CREATEDB",  # a role whose password the release never sets
         "ALTER ROLE gaia_auth RESET ALL",
         # Second logins: a stray membership and a direct grant go, the designed membership comes back, settings too.
         "GRANT gaia_auth TO gaia_chat_alt",
@@ -191,6 +191,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
             superuser.execute(statement)  # type: ignore[arg-type]
         with psycopg.connect(url, autocommit=True) as conn:  # a direct grant to a second login, in the database
             conn.execute("GRANT INSERT ON users TO gaia_assets_alt")
+            conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default (RDS, Cloud SQL 14)
         lines: list[str] = []
         release(url, environment="dev", admin_email=ADMIN_EMAIL, role_passwords=PASSWORDS, progress=lines.append)
         assert not _membership(url, "gaia_chat", OWNER_ROLE)
@@ -204,7 +205,10 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
         assert query(
             url, "SELECT rolcreatedb, rolcreaterole, rolinherit FROM pg_roles WHERE rolname = 'gaia_assets'"
         ) == [(False, False, True)]
-        assert query(url, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)) == [(False,)]
+        assert query(url, "SELECT rolcanlogin, rolcreatedb FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)) == [
+            (False, False)]
+        assert query(url, "SELECT bool_or(has_schema_privilege(r, 'public', 'CREATE')) FROM unnest(%s::text[]) r",
+                     (list(PASSWORD_LOGIN_ROLES.values()),)) == [(False,)]
         assert "role reconciled: gaia_chat no longer in gaia_owner" in lines
         for login_url in login_urls(result).values():
             with psycopg.connect(login_url) as conn:
@@ -219,7 +223,7 @@ def test_the_release_reconciles_planted_memberships_attributes_and_connect(
                           "REVOKE gaia_auth FROM gaia_chat_alt",
                           "GRANT gaia_analytics TO gaia_analytics_alt"):
             superuser.execute(statement)  # type: ignore[arg-type]
-        superuser.execute(f"ALTER ROLE {OWNER_ROLE} NOLOGIN")
+        superuser.execute(f"ALTER ROLE {OWNER_ROLE} NOLOGIN NOCREATEDB")
 
 
 @pytest.mark.parametrize("attribute", ["BYPASSRLS", "REPLICATION", "SUPERUSER"])

@@ -545,6 +545,22 @@ def error_line(run: ScriptRun) -> str:
     return lines[0]
 
 
+def test_delete_leaves_a_directory_that_is_not_a_gaia_cluster_alone() -> None:
+    """A local.dataDir pointed at the wrong directory: delete refuses rather than remove what is there."""
+    base = server_tmpdir("gaia-e2e-notours-", owned=False)
+    try:
+        local = LocalStack(base=base, port=free_port(), password="irrelevant-password")
+        primary, *_ = commands_in_order(local.declare(replicas=0))
+        local.data_dir.mkdir(parents=True)
+        (local.data_dir / "thesis.tex").write_text("years of work")
+        run = local.runner.run(primary, "delete", check=False)
+        assert run.returncode != 0
+        assert "is not a gaia-db local cluster" in error_line(run)
+        assert (local.data_dir / "thesis.tex").read_text() == "years of work"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_missing_server_binaries_say_what_to_install() -> None:
     base = server_tmpdir("gaia-e2e-nobin-", owned=False)
     try:

@@ -175,6 +175,10 @@ def test_dump_never_overwrites_nor_reuses_a_partial_file(admin_url: str, tmp_pat
     result = backup.dump(admin_url, tmp_path / "ok.dump")
     assert (tmp_path / "ok.dump").read_bytes()[:5] == b"PGDMP" and result["bytes"] > 1000
     assert stale.read_bytes() == b"stale"
+    # A file already there is refused before pg_dump runs, and left as it was.
+    with pytest.raises(DbopsError, match="already exists; backups never overwrite a file"):
+        backup.dump(admin_url, output)
+    assert output.read_bytes() == b"someone else's file"
 
 
 @pytest.mark.parametrize("keep", ["header only", "half"])
@@ -355,6 +359,9 @@ def test_cloud_restores_go_into_a_new_instance(clouds: tuple[dict[str, str], Pat
     # Refused before any tool runs: restoring onto the source itself, and a time that is not UTC RFC 3339.
     done = run(env, "restore", "--provider", "gcp", "--environment", "prod", "--target", "gaia-prod")
     assert done.returncode == 1 and "names the existing database; restores go into a new instance" in done.stderr
+    for provider in ("aws", "gcp"):  # nor onto one of its replicas, whoever calls restore_command
+        with pytest.raises(DbopsError, match="names the existing database; restores go into a new instance"):
+            backup.restore_command(provider, "prod", "gaia-prod-replica-1")
     done = run(env, "restore", "--provider", "fly", "--environment", "prod", "--target", "x-new", "--time", "yesterday")
     assert done.returncode == 1 and "is not an RFC 3339 UTC timestamp" in done.stderr
     assert len(calls(state)) == 4

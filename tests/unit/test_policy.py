@@ -171,6 +171,8 @@ def test_the_tier_comes_from_the_one_release() -> None:
     assert set(violations([release("staging"), weak])) == {"backups-meet-tier"}
     assert "environment-known" in violations([weak])
     assert "environment-known" in violations([release("dev"), release("prod"), weak])
+    # Two releases: no tier is guessed from either (the first one's, prod here, would judge by the wrong tier too).
+    assert set(violations([release("prod"), release("dev"), weak])) == {"environment-known"}
     assert set(violations([release("qa"), weak])) == {"environment-known"}
 
 
