@@ -141,6 +141,8 @@ def test_a_safe_prod_stack_passes() -> None:
         ([rds(backupRetentionPeriod=6)], "backups-meet-tier", "at least 7"),
         ([cloudsql(backupConfiguration={"enabled": False, "pointInTimeRecoveryEnabled": True})],
          "backups-meet-tier", "enable backups"),
+        ([cloudsql(backupConfiguration={"pointInTimeRecoveryEnabled": True})], "backups-meet-tier",
+         "enable backups"),  # `enabled` absent: Cloud SQL's default is off
         ([cloudsql(backupConfiguration={"enabled": True, "pointInTimeRecoveryEnabled": False,
                                         "transactionLogRetentionDays": 7,
                                         "backupRetentionSettings": {"retainedBackups": 7}})],
