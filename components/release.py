@@ -19,6 +19,7 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from dbops.names import RELEASE_WAIT_SECONDS
@@ -82,7 +83,9 @@ def _is_unknown(value: Any) -> bool:
         return any(_is_unknown(item) for item in value.values())
     if isinstance(value, list | tuple):
         return any(_is_unknown(item) for item in value)
-    return bool(value == rpc.UNKNOWN)
+    # The provider process deserialises with keep_unknowns, which turns the engine's sentinel into an Unknown object
+    # (pulumi/runtime/rpc.py deserialize_property); a direct caller may still pass the sentinel itself.
+    return isinstance(value, Unknown) or bool(value == rpc.UNKNOWN)
 
 
 def _state(props: Mapping[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,9 @@ def test_create_diff_update_delete_in_the_provider_process(provider: ProviderPro
     # A preview where a password is not known yet: a change is coming, still decided without the database.
     unknown = dict(checked, rolePasswords=dict(ROLE_PASSWORDS, chat=rpc.UNKNOWN))
     assert provider.diff(id_, outs, unknown).changes == DIFF_SOME
+    # Likewise an unknown connection URL (a cluster being replaced), though the URL alone never makes a change: the
+    # provider process hands Diff an Unknown object, not the engine's sentinel string.
+    assert provider.diff(id_, outs, dict(checked, connectionUrl=rpc.UNKNOWN)).changes == DIFF_SOME
     assert connections_received(pg) == before, "diff must not open a database connection"
 
     for changed in (
