@@ -180,6 +180,14 @@ PLANTED = {
         "column public.chat_messages.role has type character varying(80) in this database, "
         "character varying(50) in revision 0001_seed_schema",
     ),
+    # A trigger of 0001's name and function but another event: only a missing trigger may be made, never a changed one.
+    "changed trigger": (
+        "CREATE FUNCTION set_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "        BEGIN\n            NEW.updated_at := CURRENT_TIMESTAMP;\n            RETURN NEW;\n        END;\n"
+        "        $$; CREATE TRIGGER users_set_updated_at BEFORE INSERT OR UPDATE ON users "
+        "FOR EACH ROW EXECUTE FUNCTION set_updated_at()",
+        "trigger public.users.users_set_updated_at differs",
+    ),
 }
 
 
