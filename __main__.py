@@ -19,6 +19,7 @@ pulumi.export("databaseUrl", database.database_url)
 pulumi.export("readerUrls", database.reader_urls)
 pulumi.export("serviceReaderUrls", database.service_reader_urls)
 pulumi.export("serviceUrls", database.service_urls)
+pulumi.export("poolerUrls", database.pooler_urls)  # {} where the provider has no pooler (README)
 pulumi.export("adminApiKey", database.admin_api_key)  # secret: PortableDatabase wraps it
 # The CA(s) that sign the server's certificate, plain (public): a service verifies with it (docs/tls.md).
 pulumi.export("caCertificate", cluster.ca_certificate)

@@ -36,6 +36,10 @@ class DatabaseCluster(pulumi.ComponentResource):
     # the CA(s) that sign the server certificates, exported as `caCertificate` ("" where the server has no TLS: Fly).
     sslrootcert: str | None = None
     ca_certificate: pulumi.Output[str]
+    # issue 19: the connection pooler in front of the primary (PgBouncer locally, RDS Proxy on AWS) where the provider
+    # has one, and the `sslrootcert` its URLs carry ("system" for RDS Proxy's Amazon Root CA, docs/tls.md).
+    pooler: pulumi.Output[HostPort] | None = None
+    pooler_sslrootcert: str | None = None
     # Cloud SQL's unix-socket directory (`/cloudsql/project:region:instance`) for the socket form of the URL.
     socket_dir: pulumi.Output[str] | None = None
     release_dependencies: list[pulumi.Resource]

@@ -125,11 +125,12 @@ class PortableDatabase(pulumi.ComponentResource):
         user, password = cluster.admin_user, cluster.admin_password
 
         def url(user: pulumi.Input[str], password: pulumi.Input[str], host: pulumi.Input[str],
-                port: pulumi.Input[int], sslmode: str | None = None, hostaddr: str | None = None) -> pulumi.Output[str]:
+                port: pulumi.Input[int], sslmode: str | None = None, hostaddr: str | None = None,
+                sslrootcert: str | None = cluster.sslrootcert) -> pulumi.Output[str]:
             return pulumi.Output.secret(
                 pulumi.Output.all(user, password, host, port, cluster.database_name).apply(
                     lambda a: build_url(user=a[0], password=a[1], host=a[2], port=int(a[3]), database=a[4],
-                                        sslmode=sslmode or cluster.sslmode, sslrootcert=cluster.sslrootcert,
+                                        sslmode=sslmode or cluster.sslmode, sslrootcert=sslrootcert,
                                         hostaddr=hostaddr)
                 )
             )
@@ -159,6 +160,18 @@ class PortableDatabase(pulumi.ComponentResource):
                 for service, login in self.active_logins.items()
             })
         )
+        # issue 19: each service's active login through the pooler (PgBouncer, RDS Proxy), where there is one; {}
+        # elsewhere. serviceUrls stay direct, and the release always connects directly (its session advisory lock).
+        self.pooler_urls: pulumi.Output[dict[str, str]] = pulumi.Output.secret({})
+        pooler = cluster.pooler
+        if pooler is not None:
+            self.pooler_urls = pulumi.Output.secret(
+                pooler.apply(lambda p: pulumi.Output.all(**{
+                    service: url(PASSWORD_LOGIN_ROLES[login], self.role_passwords[login], p["host"], p["port"],
+                                 sslrootcert=cluster.pooler_sslrootcert)
+                    for service, login in self.active_logins.items()
+                }))
+            )
         # Cloud SQL's unix-socket form of the admin login, for operations through the Auth Proxy's socket directory;
         # a service uses its own serviceUrls entry with `?host=/cloudsql/…` instead (README, "Stack outputs").
         self.socket_url: pulumi.Output[str] | None = None

@@ -34,6 +34,7 @@ from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
 from components.settings import Settings
 from components.tls import pem_certificates
+from dbops.names import PASSWORD_LOGIN_ROLES, PASSWORD_LOGINS, POOLER_ROLE, POOLER_SCHEMA, READER
 
 ADMIN_USER = "gaia_admin"  # LOGIN CREATEROLE CREATEDB, owner of the database, not a superuser (like an RDS master)
 HOST = "127.0.0.1"
@@ -108,6 +109,33 @@ class LocalCluster(DatabaseCluster):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.primary], delete_before_replace=True),
         )
 
+        # issue 19: PgBouncer in front of the primary, TLS on both sides, SCRAM through auth_query (pooler.sh). Its
+        # port is an update (the script restarts it); a new cluster is a new pooler, like the replicas.
+        self.pooler_command = command.Command(
+            f"{name}-pooler",
+            create=load("local/lib.sh", "local/pooler.sh"),
+            update=load("local/lib.sh", "local/pooler.sh"),
+            delete=load("local/lib.sh", "local/pooler-stop.sh"),
+            environment={
+                **where,
+                "GAIA_DATABASE": settings.database_name,
+                "GAIA_POOLER_PORT": str(settings.local.pooler_port),
+                "GAIA_POOLER_ROLE": POOLER_ROLE,
+                "GAIA_POOLER_SCHEMA": POOLER_SCHEMA,
+                # Both logins of every service (credentialsVersion alternates them); never the admin or the reader.
+                "GAIA_POOLER_LOGINS": " ".join(
+                    PASSWORD_LOGIN_ROLES[login] for login in PASSWORD_LOGINS if login != READER
+                ),
+            },
+            interpreter=INTERPRETER,
+            triggers=identity,
+            logging=command.Logging.STDERR,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.primary], delete_before_replace=True),
+        )
+        self.pooler = pulumi.Output.from_input(HostPort(host=HOST, port=settings.local.pooler_port))
+        self.pooler_sslrootcert = ca_certificate_path(data_dir)
+
         readers: list[HostPort] = [{"host": HOST, "port": port + i} for i in range(1, settings.read_replicas + 1)]
         self.host = pulumi.Output.from_input(HOST)
         self.port = pulumi.Output.from_input(port)
@@ -119,4 +147,4 @@ class LocalCluster(DatabaseCluster):
         self.sslrootcert = ca_certificate_path(data_dir)
         # The CA is public: plain, whatever the Command's outputs inherit from its secret environment.
         self.ca_certificate = pulumi.Output.unsecret(self.primary.stdout.apply(pem_certificates))
-        self.release_dependencies = [self.primary, self.replicas]
+        self.release_dependencies = [self.primary, self.replicas, self.pooler_command]

@@ -44,6 +44,8 @@ POOL_OVERFLOW_RANGE = (0, 1000)
 POOL_INSTANCES_RANGE = (1, 100)  # how many instances (processes, machines) of each service hold a pool
 GCP_PRIVATE_SERVICES_ACCESS = ("create", "existing")
 DEFAULT_LOCAL_PORT = 54320  # clear of a system PostgreSQL on 5432
+# issue 19: PgBouncer listens beside the primary, above the ports the replicas may take (local.port + 1..5).
+LOCAL_POOLER_OFFSET = 10
 # flyctl refuses WAL backups on machines under 512 MB (flypg/launcher.go, internal/command/postgres/postgres.go).
 FLY_WAL_BACKUP_MIN_MEMORY_MB = 512
 
@@ -103,7 +105,7 @@ GCP_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[a-z0-9-]+/keyRings/[^/]+/c
 GCP_NOTIFICATION_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[0-9]+$")
 AWS_FIELDS = ("vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "iamAuth", "kmsKeyId",
               "engineLifecycleSupport", "caCertIdentifier", "performanceInsightsRetentionDays", "monitoringInterval",
-              "logRetentionDays", "alarmTopicArn", "bastion", *AWS_ADOPTION_FIELDS)
+              "logRetentionDays", "alarmTopicArn", "bastion", "proxy", *AWS_ADOPTION_FIELDS)
 # issue 21: the SSM bastion the release's tunnel goes through (aws.bastion). Graviton families (a `g` after the
 # generation: t4g, m7g, c6gn) run the arm64 image, the others x86_64.
 BASTION_INSTANCE_TYPE = re.compile(r"^[a-z]+[0-9]+[a-z-]*\.[a-z0-9]+$")
@@ -194,6 +196,7 @@ class AwsSettings:
     log_retention_days: int = 7
     alarm_topic_arn: str | None = None  # None: no alarms
     bastion: BastionSettings | None = None  # issue 21: None: no bastion (the release reaches RDS some other way)
+    proxy: bool = True  # issue 19: RDS Proxy in front of the primary (poolerUrls)
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class GcpSettings:
 class LocalSettings:
     port: int
     data_dir: str
+    pooler_port: int = DEFAULT_LOCAL_PORT + LOCAL_POOLER_OFFSET  # issue 19: PgBouncer (poolerUrls)
 
 
 @dataclass(frozen=True)
@@ -516,10 +520,16 @@ def parse_settings(
                           allow_public_ip=allow_public_ip, private_services_access=access,
                           **_gcp_options(obj, gcp_region, read_replicas), **_gcp_adoption(obj, environment))
     else:
-        obj = _object("local", raw.get("local", {}), (), ("port", "dataDir"))
+        obj = _object("local", raw.get("local", {}), (), ("port", "dataDir", "poolerPort"))
         # Replicas listen on the next ports, so they must fit below 65536 too.
         port = _int("local.port", obj.get("port", DEFAULT_LOCAL_PORT), (1024, 65535 - read_replicas))
-        local = LocalSettings(port=port, data_dir=_string("local.dataDir", obj.get("dataDir", f".gaia/{stack}")))
+        pooler_port = _int("local.poolerPort", obj.get("poolerPort", min(port + LOCAL_POOLER_OFFSET, 65535)),
+                           (1024, 65535))
+        if port <= pooler_port <= port + MAX_READ_REPLICAS:
+            raise _fail("local.poolerPort", pooler_port, f"it must differ from the primary's port {port} and the "
+                        f"ports its replicas may take ({port + 1} to {port + MAX_READ_REPLICAS})")
+        local = LocalSettings(port=port, data_dir=_string("local.dataDir", obj.get("dataDir", f".gaia/{stack}")),
+                              pooler_port=pooler_port)
 
     _check_fits(provider, size, pool, production=environment == "prod", custom_size="size" in raw)
 
@@ -615,6 +625,7 @@ def _aws_options(obj: Mapping[str, Any], environment: Environment) -> dict[str, 
                                                                DEFAULT_LOG_RETENTION_DAYS[environment]),
                                LOG_RETENTION_DAYS, "it must be a CloudWatch Logs retention: "
                                + ", ".join(map(str, LOG_RETENTION_DAYS)) + " (days)"),
+        proxy=_bool("aws.proxy", obj.get("proxy", True)),
         alarm_topic_arn=_string("aws.alarmTopicArn", obj["alarmTopicArn"], SNS_TOPIC_ARN,
                                 "it must be an SNS topic ARN such as arn:aws:sns:us-west-2:123456789012:db-alerts")
         if "alarmTopicArn" in obj else None,

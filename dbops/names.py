@@ -99,3 +99,10 @@ def resource_prefix(provider: str, environment: str, stack: str) -> str:
 def child_name(prefix: str, part: str) -> str:
     """A provider component's resource name: `gaia-db-prod` + `primary` -> `gaia-db-prod-primary`."""
     return f"{prefix}-{part}"
+
+
+# issue 19: the local stack's PgBouncer logs in as this role to look up a service login's SCRAM verifier, through the
+# one SECURITY DEFINER function in this schema (components/scripts/local/pooler.sh); neither is a managed role or
+# part of the application's schema.
+POOLER_ROLE = "gaia_pooler"
+POOLER_SCHEMA = "gaia_pooler"

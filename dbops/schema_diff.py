@@ -18,12 +18,15 @@ import psycopg
 
 from dbops.connect import connect
 from dbops.errors import DbopsError
+from dbops.names import POOLER_SCHEMA
 from dbops.urls import parse_url
 
 IGNORED_EXTENSIONS = frozenset({"plpgsql", "pg_stat_statements"})
 KINDS = ("relation", "column", "constraint", "index", "function", "trigger", "extension")
 
-_USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+# The local pooler's lookup function (dbops.names.POOLER_SCHEMA) is the stack's plumbing, not the application's schema.
+_USER_SCHEMA = (f"n.nspname NOT IN ('pg_catalog', 'information_schema', '{POOLER_SCHEMA}') "
+                "AND n.nspname NOT LIKE 'pg\\_%'")
 _NOT_EXTENSION = "NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
 RELKIND = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "S": "sequence",
            "f": "foreign table"}

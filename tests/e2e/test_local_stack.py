@@ -131,12 +131,12 @@ class ScriptRunner:
 
 
 def postgres_pids(path: Path) -> list[int]:
-    """Postmasters whose command line names a directory under `path` (`postgres -D <dir>`)."""
+    """Postmasters (and the pooler's PgBouncer) whose command line names a path under `path` (`postgres -D <dir>`)."""
     out = subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True, check=False).stdout
     pids = []
     for pid in map(int, out.split()):
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster"):
+            if Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster", "pgbouncer"):
                 pids.append(pid)
         except OSError:
             pass
@@ -166,6 +166,7 @@ class LocalStack:
     applied: list[Declared] = field(default_factory=list)  # what the "state" holds
     evaluation: Evaluation = field(default_factory=Evaluation)  # the program as last declared
     boot_id: str = field(default_factory=boot_id)  # the program reads it; a test may pretend the machine rebooted
+    pooler_port: int = field(default_factory=free_port)  # issue 19: PgBouncer's (local.poolerPort)
 
     @property
     def data_dir(self) -> Path:
@@ -184,7 +185,8 @@ class LocalStack:
     def declare(self, replicas: int) -> list[Declared]:
         """The real program with Pulumi.local.yaml, on this test's port and directory, as `pulumi up` evaluates it."""
         config = stack_config("local", {
-            "gaia-db:readReplicas": replicas, "gaia-db:local": {"port": self.port, "dataDir": str(self.data_dir)},
+            "gaia-db:readReplicas": replicas,
+            "gaia-db:local": {"port": self.port, "dataDir": str(self.data_dir), "poolerPort": self.pooler_port},
         })
         # What the primary's script printed (its CA certificate) once it ran, as the engine would hand it back.
         runs = [run for run in self.runner.runs if run.resource.endswith("-primary") and run.phase != "delete"]
@@ -298,11 +300,12 @@ def stack() -> Iterator[LocalStack]:
 def test_declares_a_primary_and_a_replicas_command_under_the_cluster(stack: LocalStack) -> None:
     declared = stack.applied
     (cluster,) = [d for d in declared if d.type == "gaia:local:PostgresCluster"]
-    primary, replicas = commands_in_order(declared)
-    assert (primary.name, replicas.name) == ("gaia-db-local-primary", "gaia-db-local-replicas")
-    assert primary.parent == replicas.parent == cluster.urn
-    assert primary.urn in replicas.dependencies
-    for command in (primary, replicas):
+    commands = {c.name: c for c in commands_in_order(declared)}
+    assert set(commands) == {"gaia-db-local-primary", "gaia-db-local-replicas", "gaia-db-local-pooler"}
+    primary, replicas, pooler = (commands[f"gaia-db-local-{n}"] for n in ("primary", "replicas", "pooler"))
+    assert primary.parent == replicas.parent == pooler.parent == cluster.urn
+    assert primary.urn in replicas.dependencies and primary.urn in pooler.dependencies
+    for command in (primary, replicas, pooler):
         assert command.inputs["interpreter"] == ["/bin/bash", "-c"]
         assert command.inputs["logging"] == "stderr"
         assert command.inputs["addPreviousOutputInEnv"] is False
@@ -324,7 +327,8 @@ def test_declares_a_primary_and_a_replicas_command_under_the_cluster(stack: Loca
 
 
 def test_the_password_is_a_secret_input_and_in_no_script(stack: LocalStack) -> None:
-    primary, replicas = commands_in_order(stack.applied)
+    commands = {c.name: c for c in commands_in_order(stack.applied)}
+    primary, replicas = commands["gaia-db-local-primary"], commands["gaia-db-local-replicas"]
     # The SDK makes a map holding a secret a secret as a whole: the primary's environment is one secret value.
     assert "environment" in primary.secret_inputs
     assert primary.inputs["environment"]["GAIA_ADMIN_PASSWORD"] == stack.password
@@ -501,7 +505,8 @@ def test_after_a_reboot_the_next_deploy_starts_the_servers_again(stack: LocalSta
     assert postgres_pids(stack.data_dir) == []
     stack.boot_id = "the machine rebooted"
     steps = stack.apply(stack.declare(replicas=2))
-    assert steps == {"gaia-db-local-primary": "update", "gaia-db-local-replicas": "update"}
+    assert steps == {"gaia-db-local-primary": "update", "gaia-db-local-replicas": "update",
+                     "gaia-db-local-pooler": "update"}
     for port in ports:
         assert stack.node_identity(port) != before[port]
         assert stack.query("SELECT count(*) FROM e2e_probe", port) > 0  # the data survived
@@ -512,11 +517,12 @@ def test_fewer_read_replicas_updates_only_the_replicas(stack: LocalStack) -> Non
     primary_before = stack.node_identity(stack.port)
     replica_before = stack.node_identity(stack.port + 1)
     steps = stack.apply(stack.declare(replicas=1))
-    assert steps == {"gaia-db-local-primary": "same", "gaia-db-local-replicas": "update"}
+    assert steps == {"gaia-db-local-primary": "same", "gaia-db-local-replicas": "update",
+                     "gaia-db-local-pooler": "same"}
     assert stack.node_identity(stack.port) == primary_before
     assert stack.node_identity(stack.port + 1) == replica_before
     assert not (stack.data_dir / "replica-2").exists()
-    assert len(postgres_pids(stack.data_dir)) == 2
+    assert len(postgres_pids(stack.data_dir)) == 3  # the primary, replica-1 and PgBouncer
     assert stack.streaming() == ["gaia-replica-1"]
     assert stack.query("SELECT string_agg(slot_name, ',') FROM pg_replication_slots") == "gaia_replica_1"
     with pytest.raises(psycopg.OperationalError):
@@ -566,7 +572,7 @@ def test_missing_server_binaries_say_what_to_install() -> None:
     try:
         local = LocalStack(base=base, port=free_port(), password="irrelevant-password",
                            runner=ScriptRunner({"GAIA_PG_BINDIR": str(base / "no-such-bin")}))
-        primary, _ = commands_in_order(local.declare(replicas=0))
+        primary, *_ = commands_in_order(local.declare(replicas=0))
         run = local.runner.run(primary, "create", check=False)
         assert run.returncode != 0
         line = error_line(run)
@@ -582,7 +588,7 @@ def test_a_data_directory_the_server_cannot_reach_fails_clearly() -> None:
         if os.geteuid() != 0:
             base.chmod(0o500)  # not even we may create it: the same clear refusal, for the other reason
         local = LocalStack(base=base, port=free_port(), password="irrelevant-password")
-        primary, _ = commands_in_order(local.declare(replicas=0))
+        primary, *_ = commands_in_order(local.declare(replicas=0))
         run = local.runner.run(primary, "create", check=False)
         assert run.returncode != 0
         line = error_line(run)

@@ -23,7 +23,7 @@ CLOUDS = ("aws", "gcp", "fly")
 RDS = "aws:rds/instance:Instance"
 CLOUDSQL = "gcp:sql/databaseInstance:DatabaseInstance"
 PLAIN_OUTPUTS = {"host", "port", "databaseName", "provider", "environment", "pool", "caCertificate"}
-SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceReaderUrls", "serviceUrls", "adminApiKey"}
+SECRET_OUTPUTS = {"databaseUrl", "readerUrls", "serviceReaderUrls", "serviceUrls", "adminApiKey", "poolerUrls"}
 SERVICES = ("analytics", "chat", "assets", "auth")
 
 

@@ -6,6 +6,7 @@ if [[ ! -e $DATA ]]; then
   exit 0
 fi
 [[ -e $DATA/$MARKER ]] || die "$DATA is not a gaia-db local cluster (it has no $MARKER file); remove it by hand if it should go."
+stop_pooler  # normally gone already: the pooler's own delete runs first (it depends on the primary)
 for dir in "$DATA"/replica-* "$PRIMARY"; do
   if [[ -d $dir ]]; then stop_node "$dir" "${dir##*/}"; fi
 done

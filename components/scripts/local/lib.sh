@@ -270,3 +270,25 @@ psql_super() {
   shift
   as_server "$BINDIR/psql" -X -At -v ON_ERROR_STOP=1 -h "$RUN" -p "$port" -U "$SUPERUSER" "$@"
 }
+
+# --- the pooler (pooler.sh): PgBouncer in $DATA/pooler ---------------------------------------------------------
+
+pooler_pid() {  # the running PgBouncer's pid, if its pid file names a live pgbouncer
+  local pid
+  [[ -f $DATA/pooler/pgbouncer.pid ]] || return 1
+  pid=$(head -n 1 "$DATA/pooler/pgbouncer.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(ps -o comm= -p "$pid" 2>/dev/null) == pgbouncer* ]] || return 1
+  printf '%s' "$pid"
+}
+
+stop_pooler() {  # SIGINT: PgBouncer's safe shutdown (waits for the transactions in flight); SIGTERM after 10 s
+  local pid i
+  pid=$(pooler_pid) || return 0
+  say "stopping PgBouncer (pid $pid)"
+  kill -INT "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
