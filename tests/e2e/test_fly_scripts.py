@@ -571,6 +571,24 @@ def test_an_existing_cluster_is_adopted_without_shrinking_or_restarting(fly: Fly
     assert [v["snapshot_retention"] for v in fly.app("gaia-db-dev")["volumes"]] == [1]
 
 
+def test_a_cluster_this_stack_made_before_the_markers_is_marked_on_update_not_adopted(fly: Fly) -> None:
+    program = declare("dev")
+    first, _ = ok(fly.run(program.cluster, "create"))
+    # As an earlier gaia-db left it: no marker secrets.
+    fly.edit(lambda state: [state["apps"]["gaia-db-dev"]["secrets"].pop(name)
+                            for name in ("GAIA_DB_CLUSTER_ID", "GAIA_DB_CLUSTER_READY")])
+    # Its resource is in the stack's state, so Pulumi runs the update: no adminPassword needed, nothing adopted.
+    done, calls = ok(fly.run(program.cluster, "update"))
+    assert changes(calls) == markers("gaia-db-dev")
+    assert "which this stack created before it kept marker secrets" in done.stderr
+    assert json.loads(done.stdout)["clusterId"] != json.loads(first.stdout)["clusterId"]
+    # A create (no state for it) still refuses an unmarked cluster without its password.
+    fly.edit(lambda state: [state["apps"]["gaia-db-dev"]["secrets"].pop(name)
+                            for name in ("GAIA_DB_CLUSTER_ID", "GAIA_DB_CLUSTER_READY")])
+    done, _ = fly.run(program.cluster, "create")
+    assert done.returncode == 1 and "was not created by this stack" in done.stderr
+
+
 def test_an_adopted_cluster_keeps_its_longer_wal_window(fly: Fly) -> None:
     existing = seed_cluster(fly, "gaia-db-staging", machines=1, size="shared-cpu-2x", memory="1024", volume_gb=50,
                             backups=True)

@@ -187,8 +187,9 @@ run_quietly() {
 }
 
 # Creates the cluster unless it exists, finishes one that an interrupted create left, then brings it to the
-# declared size; prints the summary JSON.
+# declared size; prints the summary JSON. `ensure_cluster ours` (the update): an unmarked cluster is this stack's own.
 ensure_cluster() {
+    local known=${1:-}
     require_env GAIA_FLY_ORG GAIA_FLY_REGION GAIA_FLY_VM_SIZE GAIA_FLY_VM_CPU_KIND GAIA_FLY_VM_CPUS \
         GAIA_FLY_VM_MEMORY_MB GAIA_FLY_VOLUME_GB GAIA_FLY_CLUSTER_SIZE GAIA_FLY_WAL_BACKUPS \
         GAIA_FLY_SNAPSHOT_RETENTION_DAYS GAIA_FLY_EXACT_SIZE GAIA_FLY_EXACT_REPLICAS GAIA_FLY_EXACT_RETENTION \
@@ -215,7 +216,11 @@ ensure_cluster() {
         present)
             say "$APP already exists in $GAIA_FLY_ORG; not creating it again, checking its size and backups"
             secrets=$(secret_rows)
-            if [[ -z $(secret_digest GAIA_DB_CLUSTER_ID "$secrets") ]]; then
+            if [[ -z $(secret_digest GAIA_DB_CLUSTER_ID "$secrets") && $known == ours ]]; then
+                say "marking $APP, which this stack created before it kept marker secrets"
+                stage_marker GAIA_DB_CLUSTER_ID
+                stage_marker GAIA_DB_CLUSTER_READY
+            elif [[ -z $(secret_digest GAIA_DB_CLUSTER_ID "$secrets") ]]; then
                 [[ $GAIA_FLY_ADMIN_PASSWORD_GIVEN == true ]] ||
                     die "$APP exists but was not created by this stack (it has no GAIA_DB_CLUSTER_ID secret); to adopt it, give its current postgres password as secret config (pulumi config set --secret adminPassword, see docs/RUNBOOK.md) and run again."
                 say "adopting $APP: it stays as it is except where this stack asks for more (below)"
