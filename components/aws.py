@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
 import pulumi_random as random
-from pulumi_aws import cloudwatch, ec2, iam, rds
+from pulumi_aws import cloudwatch, ec2, iam, rds, secretsmanager
 from pulumi_command import local as command
 
 from components.cluster import DatabaseCluster, HostPort
 from components.scripts import INTERPRETER, load
 from components.settings import Settings, SettingsError
-from components.sizing import max_connections_for, rds_class, storage_ceiling_gb
+from components.sizing import (
+    RELEASE_CONNECTIONS,
+    RESERVED_CONNECTIONS,
+    max_connections_for,
+    rds_class,
+    storage_ceiling_gb,
+)
 from components.tls import RDS_CA_KINDS, RDS_TRUSTSTORE, pem_certificates
 from dbops import names
 
@@ -49,6 +56,9 @@ GIB = 1024**3
 BASTION_AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}"
 BASTION_SERVICE = "ec2.amazonaws.com"
 SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# issue 19: RDS Proxy
+PROXY_SERVICE = "rds.amazonaws.com"
+PROXY_IDLE_CLIENT_SECONDS = 1800
 
 # (name, value, apply method): static parameters only take effect on reboot, and AWS rejects "immediate" for them.
 PARAMETERS = [
@@ -106,6 +116,24 @@ class AwsCluster(DatabaseCluster):
         allowed_groups: list[pulumi.Input[str]] = list(settings.aws.allowed_security_group_ids)
         if settings.aws.bastion is not None:
             allowed_groups.append(self._bastion(name, settings, vpc_id, vpc.cidr_block, subnet_ids))
+        # issue 19: RDS Proxy's group takes the clients' ingress and is one more group the database admits (a rule of
+        # the database's group, never an input of the instance); the proxy itself is declared in declare_pooler.
+        self._proxy_network: tuple[list[str], pulumi.Output[str]] | None = None
+        if settings.aws.proxy:
+            proxy_group = ec2.SecurityGroup(
+                f"{name}-proxy-sg",
+                description=f"gaia-db {env}: RDS Proxy, PostgreSQL from allowed networks only",
+                vpc_id=vpc_id,
+                ingress=[ec2.SecurityGroupIngressArgs(description="PostgreSQL", protocol="tcp", from_port=PORT,
+                                                      to_port=PORT, cidr_blocks=cidrs,
+                                                      security_groups=list(allowed_groups))],
+                egress=[ec2.SecurityGroupEgressArgs(description="PostgreSQL in the VPC", protocol="tcp",
+                                                    from_port=PORT, to_port=PORT, cidr_blocks=[vpc.cidr_block])],
+                tags=settings.resource_tags,
+                opts=child,
+            )
+            self._proxy_network = (subnet_ids, proxy_group.id)
+            allowed_groups.append(proxy_group.id)
         security_group = ec2.SecurityGroup(
             f"{name}-sg",
             description=f"gaia-db {env}: PostgreSQL from allowed networks only",
@@ -128,6 +156,7 @@ class AwsCluster(DatabaseCluster):
                                    connections=settings.pool.connections_needed)
         # Explicit, so the connection budget (README) holds whatever RDS's default formula does; static parameter.
         max_connections = max_connections_for(instance_class.memory_mb)
+        self._max_connections = max_connections
         parameter_group = rds.ParameterGroup(
             f"{name}-params",
             family=f"postgres{settings.major_version}",
@@ -293,6 +322,95 @@ class AwsCluster(DatabaseCluster):
         self.ca_certificate = pulumi.Output.unsecret(self.ca_bundle.stdout.apply(pem_certificates))
         self.release_dependencies = [self.primary, *self.replicas, self.ca_bundle]
 
+    def declare_pooler(self, name: str, settings: Settings, logins: Mapping[str, pulumi.Output[str]]) -> None:
+        """issue 19: RDS Proxy in front of the primary (it cannot front RDS read replicas: a proxy's targets are one
+        instance or cluster, and a read replica is neither a target nor reachable through the proxy's endpoints).
+
+        It logs in to the database with one Secrets Manager secret per service login (both logins of each service,
+        so a credentialsVersion bump never fails a login through the proxy), readable by the proxy's role alone;
+        clients authenticate with SCRAM and TLS is required. The publish work's secrets are not shared: they hold a
+        service's URL (the active login only) where RDS Proxy needs {username, password} per login.
+        """
+        if self._proxy_network is None:
+            return
+        assert settings.aws is not None
+        subnet_ids, group_id = self._proxy_network
+        env = settings.environment
+        tags = settings.resource_tags
+        child = pulumi.ResourceOptions(parent=self)
+        identifier = settings.aws.identifier
+        secrets: list[secretsmanager.Secret] = []
+        for login, password in logins.items():
+            secret = secretsmanager.Secret(
+                f"{name}-proxy-{login}",
+                name_prefix=f"{identifier}/proxy/{login}-",
+                description=f"gaia-db {env}: the {login} login, for RDS Proxy only",
+                kms_key_id=settings.aws.kms_key_id,
+                recovery_window_in_days=30 if settings.is_prod else 7,
+                tags=tags,
+                opts=child,
+            )
+            secretsmanager.SecretVersion(
+                f"{name}-proxy-{login}",
+                secret_id=secret.id,
+                secret_string=_login_secret(login, password),
+                opts=pulumi.ResourceOptions(parent=secret),
+            )
+            secrets.append(secret)
+        role = iam.Role(
+            f"{name}-proxy",
+            description=f"gaia-db {env}: RDS Proxy reads the service logins' secrets",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": PROXY_SERVICE}}],
+            }),
+            tags=tags,
+            opts=child,
+        )
+        iam.RolePolicy(
+            f"{name}-proxy-secrets",
+            role=role.id,
+            policy=pulumi.Output.all(*[secret.arn for secret in secrets]).apply(
+                lambda arns: proxy_policy(arns, settings.aws.kms_key_id if settings.aws else None)),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        proxy = rds.Proxy(
+            f"{name}-proxy",
+            name=f"{identifier}-proxy",
+            engine_family="POSTGRESQL",
+            require_tls=True,
+            role_arn=role.arn,
+            vpc_subnet_ids=subnet_ids,
+            vpc_security_group_ids=[group_id],
+            idle_client_timeout=PROXY_IDLE_CLIENT_SECONDS,
+            auths=[rds.ProxyAuthArgs(auth_scheme="SECRETS", secret_arn=secret.arn, iam_auth="DISABLED",
+                                     client_password_auth_type="POSTGRES_SCRAM_SHA_256", description=name_)  # noqa: S106
+                   for secret, name_ in zip(secrets, logins, strict=True)],
+            tags=tags,
+            opts=child,
+        )
+        # The proxy may take what the budget leaves: the release's 2 and the 10 reserved stay direct.
+        reserved = RELEASE_CONNECTIONS + RESERVED_CONNECTIONS
+        group = rds.ProxyDefaultTargetGroup(
+            f"{name}-proxy",
+            db_proxy_name=proxy.name,
+            connection_pool_config=rds.ProxyDefaultTargetGroupConnectionPoolConfigArgs(
+                max_connections_percent=(self._max_connections - reserved) * 100 // self._max_connections,
+                connection_borrow_timeout=120,
+            ),
+            opts=pulumi.ResourceOptions(parent=proxy),
+        )
+        rds.ProxyTarget(
+            f"{name}-proxy-primary",
+            db_proxy_name=proxy.name,
+            target_group_name=group.name,
+            db_instance_identifier=self.primary.identifier,
+            opts=pulumi.ResourceOptions(parent=proxy),
+        )
+        self.pooler = proxy.endpoint.apply(lambda host: HostPort(host=host, port=PORT))
+        # The proxy's certificate is ACM's, chaining to Amazon Root CA 1-4 in the system trust store (docs/tls.md).
+        self.pooler_sslrootcert = "system"
+
     def _alarms(self, name: str, settings: Settings, topic: str, identifier: str, replica_ids: list[str],
                 storage_gb: int, max_connections: int) -> None:
         """CloudWatch alarms on what pages a database owner, and RDS events (failed backups), to the SNS topic."""
@@ -396,6 +514,25 @@ class AwsCluster(DatabaseCluster):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
         return group.id
+
+
+def _login_secret(login: str, password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """RDS Proxy's secret format: {"username", "password"} (RDS User Guide, "Setting up database credentials")."""
+
+    def value(pw: str) -> str:
+        return json.dumps({"password": pw, "username": login}, sort_keys=True)
+
+    hidden: pulumi.Output[str] = pulumi.Output.secret(password.apply(value))
+    return hidden
+
+
+def proxy_policy(secret_arns: list[str], kms_key_id: str | None) -> str:
+    """RDS Proxy's role: read exactly the service logins' secrets (and decrypt them with the stack's key)."""
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                                         "Resource": sorted(secret_arns)}]
+    if kms_key_id is not None:
+        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": kms_key_id})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def _host_ports(pairs: list[list[object]]) -> list[HostPort]:

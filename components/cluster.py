@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, TypedDict
 
 import pulumi
@@ -69,3 +70,8 @@ class DatabaseCluster(pulumi.ComponentResource):
 
     def _declare(self, name: str, settings: Settings, admin_password: pulumi.Input[str]) -> None:
         raise NotImplementedError
+
+    def declare_pooler(self, name: str, settings: Settings, logins: Mapping[str, pulumi.Output[str]]) -> None:
+        """A pooler that must know the service logins' passwords (RDS Proxy's secrets), declared once they exist;
+        `logins` maps each service login role to its password. Providers without one (or whose pooler looks the
+        logins up itself, like the local PgBouncer) do nothing."""

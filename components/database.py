@@ -163,6 +163,10 @@ class PortableDatabase(pulumi.ComponentResource):
         # issue 19: each service's active login through the pooler (PgBouncer, RDS Proxy), where there is one; {}
         # elsewhere. serviceUrls stay direct, and the release always connects directly (its session advisory lock).
         self.pooler_urls: pulumi.Output[dict[str, str]] = pulumi.Output.secret({})
+        cluster.declare_pooler(name, settings, {
+            PASSWORD_LOGIN_ROLES[login]: self.role_passwords[login]
+            for service in SERVICES for login in (service, SECOND_LOGINS[service])
+        })
         pooler = cluster.pooler
         if pooler is not None:
             self.pooler_urls = pulumi.Output.secret(

@@ -196,7 +196,7 @@ class AwsSettings:
     log_retention_days: int = 7
     alarm_topic_arn: str | None = None  # None: no alarms
     bastion: BastionSettings | None = None  # issue 21: None: no bastion (the release reaches RDS some other way)
-    proxy: bool = True  # issue 19: RDS Proxy in front of the primary (poolerUrls)
+    proxy: bool = False  # issue 19: RDS Proxy in front of the primary (poolerUrls); opt-in, it is billed per vCPU
 
 
 @dataclass(frozen=True)
@@ -625,7 +625,7 @@ def _aws_options(obj: Mapping[str, Any], environment: Environment) -> dict[str, 
                                                                DEFAULT_LOG_RETENTION_DAYS[environment]),
                                LOG_RETENTION_DAYS, "it must be a CloudWatch Logs retention: "
                                + ", ".join(map(str, LOG_RETENTION_DAYS)) + " (days)"),
-        proxy=_bool("aws.proxy", obj.get("proxy", True)),
+        proxy=_bool("aws.proxy", obj.get("proxy", False)),
         alarm_topic_arn=_string("aws.alarmTopicArn", obj["alarmTopicArn"], SNS_TOPIC_ARN,
                                 "it must be an SNS topic ARN such as arn:aws:sns:us-west-2:123456789012:db-alerts")
         if "alarmTopicArn" in obj else None,

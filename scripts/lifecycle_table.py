@@ -134,6 +134,17 @@ AWS_OTHER = {
     # local/command.go: `triggers` is replaceOnChanges; create/update/environment update in place). It declares no
     # triggers: a new endpoint or identifier is an update that fetches again. Nothing here holds data.
     "command:local:Command": ["triggers"],
+    # issue 19's RDS Proxy, by hand (internal/service/rds/proxy.go, proxy_default_target_group.go, proxy_target.go,
+    # secretsmanager/secret.go, secret_version.go, iam/role_policy.go): a proxy's name, engine family and subnets
+    # replace it; its targets are replaced when the instance they name changes. The instance never sees the proxy
+    # (its group gains a rule). Nothing here holds data.
+    "aws:rds/proxy:Proxy": ["name", "engine_family", "vpc_subnet_ids"],
+    "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup": ["db_proxy_name"],
+    "aws:rds/proxyTarget:ProxyTarget": ["db_proxy_name", "target_group_name", "db_instance_identifier",
+                                        "db_cluster_identifier"],
+    "aws:secretsmanager/secret:Secret": ["name", "name_prefix"],
+    "aws:secretsmanager/secretVersion:SecretVersion": ["secret_id", "secret_string", "secret_binary"],
+    "aws:iam/rolePolicy:RolePolicy": ["name", "name_prefix", "role"],
 }
 
 

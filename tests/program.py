@@ -145,6 +145,10 @@ class FakeCloud(mocks.Mocks):
                 outputs.update(stdout=printed[0], stderr="")
         elif args.typ == "aws:iam/role:Role":
             outputs["arn"] = f"arn:aws:iam::123456789012:role/{outputs['name']}"
+        elif args.typ == "aws:secretsmanager/secret:Secret":
+            outputs["arn"] = f"arn:aws:secretsmanager:us-west-2:123456789012:secret:{args.name}-AbCdEf"
+        elif args.typ == "aws:rds/proxy:Proxy":
+            outputs["endpoint"] = f"{name}.proxy-c0ffee.us-west-2.rds.amazonaws.com"
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             outputs.update(publicIpAddress="34.0.0.10", privateIpAddress="10.10.0.5",
                            connectionName=f"gaia-project:us-west1:{name}",

@@ -204,6 +204,10 @@ def scenarios(env: str, provider: str) -> list[Scenario]:
             ("engineLifecycleSupport", "open-source-rds-extended-support"
              if env != "prod" else "open-source-rds-extended-support-disabled"),
         )]
+        # issue 19: RDS Proxy turned on for a stack deployed without it never touches the instances (the database's
+        # group gains a rule; the proxy targets the primary by identifier).
+        found.append(Scenario("aws.proxy off -> on", {"readReplicas": 1, "aws": {"proxy": False}},
+                              {"readReplicas": 1, "aws": {"proxy": True}}))
         # The documented hazard (README): a customer-managed key is chosen at creation; set later, it replaces the
         # instance (kms_key_id is ForceNew). The final snapshot still gets a new name (the key is a keeper).
         if env != "dev":
