@@ -1,6 +1,6 @@
 """The `local` provider: a real PostgreSQL primary and its streaming replicas on the developer's machine.
 
-Two `pulumi_command.local.Command` resources, each a bash script from `scripts/local/` with its settings in the
+Three `pulumi_command.local.Command` resources, each a bash script from `scripts/local/` with its settings in the
 environment (the admin password as a secret there, never in the script text or on a command line):
 
 - `<name>-primary`: initdb, the cluster's own CA and the server certificate it signs (`<dataDir>/tls/`),
@@ -9,9 +9,11 @@ environment (the admin password as a secret there, never in the script text or o
   (`sslmode=verify-full`, `sslrootcert=<dataDir>/tls/ca.crt`) and the stack exports it as `caCertificate`.
 - `<name>-replicas`: `readReplicas` streaming replicas on the next ports. The count is in its environment, so a new
   count is an *update* of this resource alone (the script adds or removes replicas); the primary never sees it.
+- `<name>-pooler`: PgBouncer in front of the primary on `local.poolerPort` (TLS on both sides, SCRAM through
+  `auth_query`); started, converged and stopped like the servers (`pooler.sh`, `pooler-stop.sh`).
 
-Both scripts converge: re-running them on a cluster that is already right changes nothing, which is also why
-`update` is the create script. The machine's boot id is in both environments, so the first `pulumi up` after a
+The scripts converge: re-running them on a cluster that is already right changes nothing, which is also why
+`update` is the create script. The machine's boot id is in every environment, so the first `pulumi up` after a
 reboot is an update that starts the servers again. The data directory and the port are `triggers`: pulumi-command
 replaces a Command when a trigger changes, and `delete_before_replace` stops the old cluster before a new one takes
 its place.
