@@ -20,6 +20,8 @@ from dbops.names import ADMIN_KEY_PREFIX, PASSWORD_LOGINS, SERVICES
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
+pytestmark = pytest.mark.xdist_group("release")  # one worker runs this file's module-scoped servers
+
 ACTIVE_KEYS = "SELECT key_hash, name, permissions FROM api_keys WHERE is_active ORDER BY key_hash"
 
 

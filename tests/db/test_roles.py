@@ -27,6 +27,8 @@ from dbops.names import LOGINS, OWNER_ROLE, PASSWORD_LOGIN_ROLES, PASSWORD_LOGIN
 from dbops.release import ReleaseResult, release
 from dbops.urls import with_credentials
 
+pytestmark = pytest.mark.xdist_group("roles")  # one worker runs this file's module-scoped servers
+
 CREATE_ANYTHING = {
     "create_table": "CREATE TABLE public.intruder (id int)",
     "create_temp_table": "CREATE TEMP TABLE intruder (id int)",

@@ -26,8 +26,7 @@ from dbops.names import POOLER_ROLE, SERVICES
 from dbops.release import release
 from dbops.urls import parse_url
 
-pytestmark = pytest.mark.skipif(shutil.which("pgbouncer") is None and not shutil.which("/usr/sbin/pgbouncer"),
-                                reason="PgBouncer is needed (apt-get install pgbouncer)")
+pytestmark = pytest.mark.xdist_group("local_pooler")  # one worker runs this file's module-scoped servers
 POOLER = "gaia-db-local-pooler"
 
 

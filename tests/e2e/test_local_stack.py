@@ -46,6 +46,8 @@ from dbops.revisions import head_revision
 from dbops.seed import key_hash
 from dbops.urls import parse_url
 
+pytestmark = pytest.mark.xdist_group("local_stack")  # one worker runs this file's module-scoped servers
+
 COMMAND = "command:local:Command"
 SCRIPT_TIMEOUT = 120
 

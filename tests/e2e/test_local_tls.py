@@ -35,7 +35,7 @@ from dbops.names import SERVICES
 from dbops.release import release
 from dbops.urls import parse_url, with_parameters
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed for the certificates")
+pytestmark = pytest.mark.xdist_group("local_tls")  # one worker runs this file's module-scoped servers
 
 
 @pytest.fixture(scope="module")

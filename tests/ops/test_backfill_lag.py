@@ -14,6 +14,8 @@ from sqlalchemy.pool import NullPool
 
 from dbops import online
 
+pytestmark = pytest.mark.xdist_group("backfill_lag")  # one worker runs this file's module-scoped servers
+
 
 def _apply_delay(replica: Replica, delay: str) -> None:
     with psycopg.connect(replica.url(), autocommit=True) as conn:

@@ -25,6 +25,8 @@ from dbops.release import release
 from dbops.revisions import head_revision
 from dbops.urls import parse_url
 
+pytestmark = pytest.mark.xdist_group("copy")  # one worker runs this file's module-scoped servers
+
 TABLES = ("api_keys", "assets", "chat_messages", "users")
 
 

@@ -8,11 +8,14 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 from cli_runner import run_dbops
 from opshelpers import Replica, current_lsn, streaming
 from pgserver import PgServer, free_port, wait_until
 
 from dbops.health import DEFAULT_MAX_LAG, _primary, check
+
+pytestmark = pytest.mark.xdist_group("health")  # one worker runs this file's module-scoped servers
 
 
 def beat(primary: PgServer) -> None:

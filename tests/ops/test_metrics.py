@@ -13,6 +13,8 @@ from pgserver import PgServer
 
 from dbops.metrics import collect
 
+pytestmark = pytest.mark.xdist_group("metrics")  # one worker runs this file's module-scoped servers
+
 
 def test_reports_connections_sizes_and_slow_queries(cluster: tuple[PgServer, Replica]) -> None:
     primary, _ = cluster
