@@ -127,9 +127,9 @@ class FlyCluster(DatabaseCluster):
         ) + "\n"
         self.cluster_command = local.Command(
             f"{name}-cluster",
-            create=declared + load("fly/lib.sh", "fly/create.sh"),
-            update=declared + load("fly/lib.sh", "fly/update.sh"),
-            delete=load("fly/lib.sh", "fly/delete.sh"),
+            create=declared + load("common.sh", "fly/lib.sh", "fly/create.sh"),
+            update=declared + load("common.sh", "fly/lib.sh", "fly/update.sh"),
+            delete=load("common.sh", "fly/lib.sh", "fly/delete.sh"),
             interpreter=INTERPRETER,
             environment=environment,
             # The scripts' stderr carries progress and flyctl's messages, never a secret (the one flyctl output
@@ -145,8 +145,8 @@ class FlyCluster(DatabaseCluster):
         summary = self.cluster_command.stdout
         self.password_command = local.Command(
             f"{name}-postgres-password",
-            create=load("fly/lib.sh", "fly/set-password.sh"),
-            update=load("fly/lib.sh", "fly/set-password.sh"),
+            create=load("common.sh", "fly/lib.sh", "fly/set-password.sh"),
+            update=load("common.sh", "fly/lib.sh", "fly/set-password.sh"),
             interpreter=INTERPRETER,
             # Only what set-password.sh reads: a resize must not rerun it (its `fly secrets import` restarts machines).
             environment={

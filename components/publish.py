@@ -222,9 +222,9 @@ class Publish(pulumi.ComponentResource):
             )
             local.Command(
                 f"{name}-{service}-fly",
-                create=load("publish/lib.sh", "publish/fly.sh"),
-                update=load("publish/lib.sh", "publish/fly.sh"),
-                delete=load("publish/lib.sh", "publish/fly-delete.sh"),
+                create=load("common.sh", "publish/lib.sh", "publish/fly.sh"),
+                update=load("common.sh", "publish/lib.sh", "publish/fly.sh"),
+                delete=load("common.sh", "publish/lib.sh", "publish/fly-delete.sh"),
                 interpreter=INTERPRETER,
                 environment={"FLY_API_TOKEN": token, "GAIA_PUBLISH_APP": app,
                              "GAIA_PUBLISH_VALUES": _secret(values)},
@@ -248,9 +248,9 @@ class Publish(pulumi.ComponentResource):
         ))
         local.Command(
             f"{name}-github",
-            create=load("publish/lib.sh", "publish/github.sh"),
-            update=load("publish/lib.sh", "publish/github.sh"),
-            delete=load("publish/lib.sh", "publish/github-delete.sh"),
+            create=load("common.sh", "publish/lib.sh", "publish/github.sh"),
+            update=load("common.sh", "publish/lib.sh", "publish/github.sh"),
+            delete=load("common.sh", "publish/lib.sh", "publish/github-delete.sh"),
             interpreter=INTERPRETER,
             environment={"GAIA_PUBLISH_REPOSITORY": target.repository,
                          "GAIA_PUBLISH_ENVIRONMENT": target.environment,

@@ -638,10 +638,11 @@ def test_commands_carry_secrets_only_in_their_secret_environment(env: str) -> No
     cluster, password = program.cluster, program.password
     # The plain settings head the create and update text, so a preview shows what moves (the environment is secret).
     header, _, create = cluster.inputs["create"].partition("\n")
-    assert create == load("fly/lib.sh", "fly/create.sh")
-    assert cluster.inputs["update"] == f"{header}\n" + load("fly/lib.sh", "fly/update.sh")
-    assert cluster.inputs["delete"] == load("fly/lib.sh", "fly/delete.sh")
-    assert password.inputs["create"] == password.inputs["update"] == load("fly/lib.sh", "fly/set-password.sh")
+    assert create == load("common.sh", "fly/lib.sh", "fly/create.sh")
+    assert cluster.inputs["update"] == f"{header}\n" + load("common.sh", "fly/lib.sh", "fly/update.sh")
+    assert cluster.inputs["delete"] == load("common.sh", "fly/lib.sh", "fly/delete.sh")
+    set_password = load("common.sh", "fly/lib.sh", "fly/set-password.sh")
+    assert password.inputs["create"] == password.inputs["update"] == set_password
     assert "delete" not in password.inputs  # the app's destruction takes the password with it
     for command in (cluster, password):
         secret = "environment" in command.secret_inputs

@@ -1,4 +1,5 @@
-# Shared by the Fly scripts (create.sh, update.sh, delete.sh, set-password.sh), which are appended to this file.
+# Shared by the Fly scripts (create.sh, update.sh, delete.sh, set-password.sh), which are appended to this file
+# (after common.sh: strict mode, say, die, require_env).
 # Inputs arrive as environment variables set by components/fly.py; secrets (FLY_API_TOKEN, GAIA_FLY_ADMIN_PASSWORD)
 # never appear on any command line: flyctl reads the token from its environment, the password goes through stdin.
 # Our stdout carries one JSON summary only; progress and flyctl's own output go to stderr.
@@ -8,22 +9,7 @@
 # secrets, whose values are never read, tell this stack's clusters apart: GAIA_DB_CLUSTER_ID is written as soon as
 # an app exists (its server-side digest is the cluster's identity for the password resource), GAIA_DB_CLUSTER_READY
 # once a primary has answered - before that, no release has run, so no volume of the app holds data.
-set -euo pipefail
-# Command substitutions keep -e (bash >= 4.4; macOS's /bin/bash 3.2 lacks the option and still works).
-shopt -s inherit_errexit 2>/dev/null || true
-
-say() { printf 'gaia-db fly: %s\n' "$*" >&2; }
-die() {
-    printf 'gaia-db fly: error: %s\n' "$*" >&2
-    exit 1
-}
-
-require_env() {
-    local name
-    for name in "$@"; do
-        [[ -n "${!name:-}" ]] || die "$name is not set; the Pulumi program passes it to this script, so run it through pulumi up."
-    done
-}
+ROOM=fly
 
 fly_setup() {
     command -v fly >/dev/null 2>&1 ||

@@ -1,24 +1,11 @@
-# Shared by the publish scripts (fly.sh, fly-delete.sh, github.sh, github-delete.sh), which are appended to this file.
+# Shared by the publish scripts (fly.sh, fly-delete.sh, github.sh, github-delete.sh), which are appended to this file
+# (after common.sh: strict mode, say, die, require_env).
 # Inputs arrive as environment variables set by components/publish.py. The values (URLs with passwords) arrive in
 # GAIA_PUBLISH_VALUES as NAME=VALUE lines; they are taken out of the environment at once, so no child process inherits
 # them, and reach the CLI on its stdin only - never an argument, never a log line.
 # Converging: the last successful run printed `published <digest>` (pulumi-command hands it back in
 # PULUMI_COMMAND_STDOUT); when the target still holds every name and the digest is the same, nothing is written.
-set -euo pipefail
-shopt -s inherit_errexit 2>/dev/null || true
-
-say() { printf 'gaia-db publish: %s\n' "$*" >&2; }
-die() {
-    printf 'gaia-db publish: error: %s\n' "$*" >&2
-    exit 1
-}
-
-require_env() {
-    local name
-    for name in "$@"; do
-        [[ -n "${!name:-}" ]] || die "$name is not set; the Pulumi program passes it to this script, so run it through pulumi up."
-    done
-}
+ROOM=publish
 
 # Reads GAIA_PUBLISH_VALUES into VALUES (and NAMES, in order), then drops it from the environment.
 take_values() {
