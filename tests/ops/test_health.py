@@ -69,6 +69,10 @@ def test_a_replica_behind_is_a_number_and_unhealthy_past_max_lag(cluster: tuple[
     with psycopg.connect(replica.url(), autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
         try:
+            # A pause is only requested until the startup process honours it (PostgreSQL docs,
+            # pg_get_wal_replay_pause_state): wait for it, so the next commit is surely not replayed.
+            assert wait_until(lambda: conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone() == ("paused",),
+                              timeout=10)
             beat(primary)  # not replayed: the replica's last replayed commit is older than this one
             assert wait_until(lambda: seed_lag(replica) > 1.0, timeout=10)
             beat(primary)  # received, not replayed: the replica is behind
