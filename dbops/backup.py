@@ -22,6 +22,7 @@ as PGPASSWORD in their environment, never in argv; the URL they get has no passw
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shlex
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,10 +104,42 @@ def backup_command(provider: str, environment: str, now: datetime | None = None)
     raise DbopsError(f"provider {provider!r} has no cloud backup; use one of {', '.join(CLOUD_PROVIDERS)}")
 
 
-def restore_command(provider: str, environment: str, target: str, at: str | None = None) -> list[str]:
+@dataclass(frozen=True)
+class AwsPlacement:
+    """Where an RDS instance lives, as RDS reports it: the program auto-names these groups (`<name>-subnets-1a2b3c`)."""
+
+    subnet_group: str
+    parameter_group: str
+    security_group_ids: tuple[str, ...]
+
+
+def describe_aws_instance(identifier: str) -> AwsPlacement:
+    """The subnet group, parameter group and security groups of RDS instance `identifier` (read-only)."""
+    argv = ["aws", "rds", "describe-db-instances", "--db-instance-identifier", identifier, "--output", "json"]
+    if shutil.which("aws") is None:
+        raise DbopsError(f"`aws` is not on PATH; {INSTALL['aws']} and log in: the restore reads {identifier}'s "
+                         "subnet, parameter and security groups from RDS")
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        reason = (completed.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DbopsError(f"`{shlex.join(argv[:5])}` failed with exit status {completed.returncode}: {reason}")
+    try:
+        instance = json.loads(completed.stdout)["DBInstances"][0]
+        return AwsPlacement(
+            subnet_group=instance["DBSubnetGroup"]["DBSubnetGroupName"],
+            parameter_group=instance["DBParameterGroups"][0]["DBParameterGroupName"],
+            security_group_ids=tuple(group["VpcSecurityGroupId"] for group in instance["VpcSecurityGroups"]),
+        )
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise DbopsError(f"`{shlex.join(argv[:5])}` did not describe {identifier}'s groups as RDS does") from None
+
+
+def restore_command(provider: str, environment: str, target: str, at: str | None = None,
+                    describe_aws: Callable[[str], AwsPlacement] = describe_aws_instance) -> list[str]:
     """The provider's restore of the environment's database into the NEW instance / app `target`, as argv.
 
-    `at` (RFC 3339 UTC) restores to that point in time; without it, to the latest recoverable state.
+    `at` (RFC 3339 UTC) restores to that point in time; without it, to the latest recoverable state. On AWS the
+    source instance's real groups are read first (`describe_aws`), as the program auto-names them.
     """
     _check_environment(environment)
     if not TARGET_NAME.fullmatch(target):
@@ -123,12 +157,14 @@ def restore_command(provider: str, environment: str, target: str, at: str | None
         argv = ["fly", "pg", "backup", "restore", target, "-a", source]
         return argv + (["--restore-target-time", when] if when else [])
     if provider == "aws":
-        # The restored instance keeps this stack's subnet group and parameter group (TLS only, pg_stat_statements);
-        # its security group is set afterwards (docs/RUNBOOK.md).
+        # The restored instance goes where the source lives: its subnet group, parameter group (TLS only,
+        # pg_stat_statements) and security groups, as RDS reports them.
+        placement = describe_aws(source)
         argv = ["aws", "rds", "restore-db-instance-to-point-in-time", "--source-db-instance-identifier", source,
                 "--target-db-instance-identifier", target]
         argv += ["--restore-time", when] if when else ["--use-latest-restorable-time"]
-        return [*argv, "--db-subnet-group-name", source, "--db-parameter-group-name", source,
+        return [*argv, "--db-subnet-group-name", placement.subnet_group, "--db-parameter-group-name",
+                placement.parameter_group, "--vpc-security-group-ids", *placement.security_group_ids,
                 "--no-publicly-accessible"]
     if provider == "gcp":
         return ["gcloud", "sql", "instances", "clone", source, target, *([f"--point-in-time={when}"] if when else [])]

@@ -345,13 +345,17 @@ def test_cloud_restores_go_into_a_new_instance(clouds: tuple[dict[str, str], Pat
         assert done.returncode == 0, done.stderr
     done = run(env, "restore", "--provider", "aws", "--environment", "staging", "--target", "gaia-staging-latest")
     assert done.returncode == 0, done.stderr
-    fly, aws, gcloud, aws_latest = calls(state)
+    fly, describe, aws, gcloud, _, aws_latest = calls(state)
     assert fly["argv"] == ["pg", "backup", "restore", "gaia-staging-restore", "-a", "gaia-db-staging",
                            "--restore-target-time", at] and fly["exit"] == 0
+    # The program auto-names the source's groups: the restore reads them from RDS first (read-only) and uses those.
+    assert describe["argv"] == ["rds", "describe-db-instances", "--db-instance-identifier", "gaia-staging",
+                                "--output", "json"] and describe["exit"] == 0
     assert aws["argv"] == ["rds", "restore-db-instance-to-point-in-time", "--source-db-instance-identifier",
                            "gaia-staging", "--target-db-instance-identifier", "gaia-staging-restore",
-                           "--restore-time", at, "--db-subnet-group-name", "gaia-staging",
-                           "--db-parameter-group-name", "gaia-staging", "--no-publicly-accessible"]
+                           "--restore-time", at, "--db-subnet-group-name", "gaia-db-staging-subnets-3f9a1c2",
+                           "--db-parameter-group-name", "gaia-db-staging-params-7b2e4d1",
+                           "--vpc-security-group-ids", "sg-0s1a2b3c4d5e6f7a8", "--no-publicly-accessible"]
     assert aws["exit"] == 0
     assert gcloud["argv"] == ["sql", "instances", "clone", "gaia-staging", "gaia-staging-restore",
                               f"--point-in-time={at}"] and gcloud["exit"] == 0
@@ -364,8 +368,25 @@ def test_cloud_restores_go_into_a_new_instance(clouds: tuple[dict[str, str], Pat
             backup.restore_command(provider, "prod", "gaia-prod-replica-1")
     done = run(env, "restore", "--provider", "fly", "--environment", "prod", "--target", "x-new", "--time", "yesterday")
     assert done.returncode == 1 and "is not an RFC 3339 UTC timestamp" in done.stderr
-    assert len(calls(state)) == 4
+    assert len(calls(state)) == 6
     assert_no_secret_in_argv(state)
+
+
+def test_an_aws_restore_whose_source_rds_does_not_know_is_one_sentence(clouds: tuple[dict[str, str], Path],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    env, state = clouds
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CLI_STATE", env["FAKE_CLI_STATE"])
+    with pytest.raises(DbopsError, match=r"^`aws rds describe-db-instances --db-instance-identifier gaia-nope` failed "
+                                          r"with exit status 254: An error occurred \(DBInstanceNotFound\)"):
+        backup.restore_command("aws", "dev", "gaia-dev-restore",
+                               describe_aws=lambda _: backup.describe_aws_instance("gaia-nope"))
+    (state / "calls.jsonl").unlink()
+    done = run(env, "restore", "--provider", "aws", "--environment", "dev", "--target", "gaia-dev-restore",
+               "--dry-run")
+    # A dry run reads the groups too (read-only), prints the restore and runs nothing else.
+    assert done.returncode == 0 and "--db-subnet-group-name gaia-db-dev-subnets-3f9a1c2" in done.stdout
+    assert [call["argv"][1] for call in calls(state)] == ["describe-db-instances"]
 
 
 def test_missing_cli_is_one_sentence(clouds: tuple[dict[str, str], Path], tmp_path: Path) -> None:
