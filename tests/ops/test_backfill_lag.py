@@ -54,7 +54,7 @@ def test_a_backfill_pauses_while_a_real_replica_replays_behind_the_bound(
                               timeout=30), lines
             paused = next(line for line in lines if " paused: replica " in line)
             behind = float(paused.split(" replays ", 1)[1].split(" s behind", 1)[0])
-            assert behind > 1.0, paused
+            assert behind >= 1.0, paused  # the line rounds to 0.1 s; it paused because the lag was over 1 s
             done = lambda: sum("rows so far" in line for line in lines)  # noqa: E731
             before = done()
             assert backfilling.is_alive()

@@ -66,6 +66,8 @@ def test_a_replica_behind_is_a_number_and_unhealthy_past_max_lag(cluster: tuple[
     primary, replica = cluster
     beat(primary)
     _replayed_all(primary, replica)  # a replayed commit to measure from, even when this test runs alone
+    # The primary stays idle until the last replayed commit is over a second old (as in the test above).
+    assert wait_until(lambda: seed_lag(replica) > 1.0, timeout=10)
     with psycopg.connect(replica.url(), autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
         try:
@@ -73,8 +75,6 @@ def test_a_replica_behind_is_a_number_and_unhealthy_past_max_lag(cluster: tuple[
             # pg_get_wal_replay_pause_state): wait for it, so the next commit is surely not replayed.
             assert wait_until(lambda: conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone() == ("paused",),
                               timeout=10)
-            beat(primary)  # not replayed: the replica's last replayed commit is older than this one
-            assert wait_until(lambda: seed_lag(replica) > 1.0, timeout=10)
             beat(primary)  # received, not replayed: the replica is behind
             assert wait_until(lambda: check(replica.url())["replication_lag"] not in (None, 0.0), timeout=10)
             result = check(replica.url(), max_lag=0.5)
