@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -137,7 +138,10 @@ def fly(tmp_path: Path) -> Fly:
     wrapper = bin_dir / "fly"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{FAKE_FLY}" "$@"\n')  # -S: stdlib only, faster
     wrapper.chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)  # the scripts read flyctl's JSON with python3
+    # The scripts read flyctl's JSON with the machine's python3, as on an engineer's machine; ours where it has none
+    # (a link to a venv's python outside the venv starts as the base interpreter, several times slower here).
+    if shutil.which("python3", path="/usr/bin:/bin") is None:
+        (bin_dir / "python3").symlink_to(sys.executable)
     return Fly(tmp_path)
 
 
