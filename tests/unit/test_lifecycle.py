@@ -12,6 +12,7 @@ permanent-diff / update-failure case.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -237,12 +238,23 @@ def scenarios(env: str, provider: str) -> list[Scenario]:
     return found
 
 
+@functools.cache
+def _evaluated(env: str, provider: str, keys: str) -> Evaluation:
+    return evaluate(env, provider_config(env, provider, **json.loads(keys)))
+
+
+def evaluated(env: str, provider: str, keys: dict[str, Any]) -> Evaluation:
+    """The program for the stack with `keys` on top, evaluated once per distinct config: many scenarios start from
+    the same one. Read-only: a drift changes a copy."""
+    return _evaluated(env, provider, json.dumps(keys, sort_keys=True))
+
+
 def run(env: str, provider: str, scenario: Scenario) -> list[str]:
-    before = evaluate(env, provider_config(env, provider, **scenario.before))
+    before = evaluated(env, provider, scenario.before)
     if scenario.drift:
         before = copy.deepcopy(before)
         scenario.drift(before)
-    after = evaluate(env, provider_config(env, provider, **{**scenario.before, **scenario.after}))
+    after = evaluated(env, provider, {**scenario.before, **scenario.after})
     return transition_problems(before, after)
 
 
