@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < 1 or args.rate <= 0 or args.rounds < 1 or args.pattern_rounds < 1:
         parser.error("--rows, --rate, --rounds and --pattern-rounds must be positive")
     rows = 2_000 if args.quick else args.rows
-    before = 1.0 if args.quick else 5.0
+    before = 0.3 if args.quick else 5.0  # quick: 60 writes at the default rate, 40 after the warm-up
     repeats = 1 if args.quick else 5
     rounds = 1 if args.quick else args.rounds
     pattern_rounds = 1 if args.quick else args.pattern_rounds
