@@ -23,16 +23,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
 import sys
 
-# Plain classes and os.path only: this runs dozens of times per test, so it keeps its imports (and start-up) small;
-# typing is for the annotations alone.
+# Plain classes and os.path only: this runs dozens of times per test, so it keeps its imports (and start-up) small:
+# hashlib, hmac and base64 are imported by the few commands that hash; typing is for the annotations alone.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -251,6 +248,10 @@ def check_guest(guest: dict[str, Any]) -> dict[str, Any]:
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
     """What PostgreSQL stores for a SCRAM-SHA-256 password (RFC 5802 / 7677)."""
+    import base64
+    import hashlib
+    import hmac
+
     salt = salt or os.urandom(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
@@ -260,6 +261,8 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 
 
 def password_matches(password: str, verifier: str) -> bool:
+    import base64
+
     match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier or "")
     if not match:
         return False
@@ -703,6 +706,8 @@ def volumes_destroy(inv: Invocation) -> None:  # internal/command/volumes/destro
 
 
 def secrets_list(inv: Invocation) -> None:  # internal/command/secrets/list.go
+    import hashlib
+
     app = need_app(inv)
     # The digest is the API's, stable for a stored value; the status comes from the machines' fly_release_version
     # metadata, which machines made by `fly pg create` lack: every secret of a postgres-flex app lists as "Staged".
