@@ -8,8 +8,10 @@ is the only plaintext, in a 0600 file under the cluster's directory; the delete 
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 from matrix import ALLOWED, insert_sample_rows, rights
-from pgserver import free_port, server_tmpdir
+from pgserver import free_port, server_tmpdir, wait_until
 from test_local_stack import LocalStack, commands_in_order, kill_postgres_under, postgres_pids
 
 from dbops.names import POOLER_ROLE, SERVICES
@@ -148,6 +150,39 @@ def test_a_new_pooler_port_is_an_update_of_the_pooler_alone(stack: LocalStack) -
     assert steps == {"gaia-db-local-primary": "same", "gaia-db-local-replicas": "same", POOLER: "update"}
     with pooled(stack.evaluation.outputs["poolerUrls"]["auth"]) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("gaia_auth",)
+
+
+def test_pgbouncer_verifies_the_primary_it_hands_logins_to(stack: LocalStack, tmp_path: Path) -> None:
+    """server_tls_sslmode = verify-full: with another CA where PgBouncer checks the primary's certificate, it makes no
+    server connection, so no service login reaches a server that cannot prove it is the cluster's. Runs next to last:
+    after a failed server login PgBouncer waits server_login_retry (15 s) before it tries the primary again."""
+    url = stack.evaluation.outputs["poolerUrls"]["chat"]
+    ca = stack.data_dir / "tls" / "ca.crt"
+    real = tmp_path / "ca.crt"
+    shutil.copy2(ca, real)  # the client keeps verifying PgBouncer itself with the cluster's CA
+    other = tmp_path / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=another CA", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(other)], check=True, capture_output=True)
+    pid = int((stack.data_dir / "pooler" / "pgbouncer.pid").read_text().split()[0])
+
+    def server_connection_refused() -> bool:
+        stack.superuser_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gaia_chat'")
+        try:
+            with pooled(url, sslrootcert=str(real)) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return True
+        return False
+
+    assert not server_connection_refused()
+    try:
+        ca.write_bytes(other.read_bytes())
+        os.kill(pid, signal.SIGHUP)  # PgBouncer reloads its TLS settings for the next server connection
+        assert wait_until(server_connection_refused, timeout=5)
+    finally:
+        ca.write_bytes(real.read_bytes())
+        os.kill(pid, signal.SIGHUP)
 
 
 def test_delete_stops_pgbouncer(stack: LocalStack) -> None:

@@ -102,6 +102,14 @@ def test_fly_imports_each_url_on_stdin_converges_and_removes_on_delete(tmp: Path
     assert changed.returncode == 0 and changed.stdout != first.stdout
     state = json.loads((tmp / "fly" / "state.json").read_text())["apps"][APPS["chat"]]
     assert state["secrets"]["DATABASE_URL"].startswith("postgresql://gaia_chat_alt:")
+    fly_state = json.loads((tmp / "fly" / "state.json").read_text())
+    for where in ("secrets", "deployed"):
+        del fly_state["apps"][APPS["chat"]][where]["DATABASE_READER_URLS"]
+    (tmp / "fly" / "state.json").write_text(json.dumps(fly_state))
+    restored = run(chat, "update", tmp, previous=changed.stdout, GAIA_PUBLISH_VALUES=rotated)
+    assert restored.returncode == 0 and restored.stdout == changed.stdout  # the same values, set again
+    state = json.loads((tmp / "fly" / "state.json").read_text())["apps"][APPS["chat"]]
+    assert state["secrets"]["DATABASE_READER_URLS"] == ",".join(readers["chat"]).replace("gaia_chat:", "gaia_chat_alt:")
 
     # Deleting the stack removes what it published, and nothing else; a second delete finds nothing to remove.
     gone = run(chat, "delete", tmp)

@@ -172,6 +172,55 @@ def test_a_target_with_data_is_refused_and_left_alone(source: str, other: PgServ
     assert rows_by_table(target) == before
 
 
+def test_rows_written_into_the_target_while_it_is_released_stop_the_copy(
+        source: str, other: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target was empty when checked, then someone wrote to it before the copy began: refused, left alone."""
+    _, target = other.create_database()
+    real_release = copy_module.release
+
+    def release_then_a_write(*args: Any, **kwargs: Any) -> Any:
+        released = real_release(*args, **kwargs)
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("SET ROLE gaia_owner")
+            conn.execute("INSERT INTO users (email, name) VALUES ('early@x.io', 'early')")
+        return released
+
+    monkeypatch.setattr(copy_module, "release", release_then_a_write)
+    with pytest.raises(DbopsError, match=r"already holds data \(users \(1 rows\)\)"):
+        copy_module.copy(source, target, environment=ENVIRONMENT, admin_email=ADMIN_EMAIL, jobs=1)
+    with psycopg.connect(target, autocommit=True) as conn:
+        assert conn.execute("SELECT email FROM users WHERE email <> %s", (ADMIN_EMAIL,)).fetchall() == [
+            ("early@x.io",)]
+
+
+FIRST_MESSAGE = "id = (SELECT id FROM chat_messages ORDER BY id LIMIT 1)"
+
+
+@pytest.mark.parametrize(("sabotage", "reported"), [
+    (f"UPDATE chat_messages SET content = content || '!' WHERE {FIRST_MESSAGE}",
+     "chat_messages's rows differ from the source's"),
+    (f"DELETE FROM chat_messages WHERE {FIRST_MESSAGE}", "chat_messages has {n} rows"),
+])
+def test_a_copy_that_does_not_match_the_source_is_refused_and_removed(
+        source: str, other: PgServer, monkeypatch: pytest.MonkeyPatch, sabotage: str, reported: str) -> None:
+    _, target = other.create_database()
+    real_restore = copy_module._restore
+
+    def restore_then_change_a_row(*args: Any) -> None:  # what a faulty restore or a concurrent writer would leave
+        real_restore(*args)
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("SET ROLE gaia_owner")
+            conn.execute(sabotage)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(copy_module, "_restore", restore_then_change_a_row)
+    with pytest.raises(DbopsError) as refused:
+        copy_module.copy(source, target, environment=ENVIRONMENT, admin_email=ADMIN_EMAIL, jobs=1)
+    message = str(refused.value)
+    expected = reported.format(n=rows_by_table(source)["chat_messages"][0] - 1)
+    assert expected in message and "the copied rows were removed again" in message, message
+    assert all(count == 0 for count, _ in rows_by_table(target).values())
+
+
 def test_misuse_is_one_sentence(pg: PgServer, source: str) -> None:
     same = copy_cli(source, source)
     assert same.returncode == 1 and "both name database" in error_line(same.stderr)

@@ -131,6 +131,21 @@ def test_each_target_declares_its_resources_with_the_values_secret(provider: str
             assert "GAIA_DB_GITHUB_TOKEN" not in command.inputs["environment"]  # the deployer's, never the stack's
 
 
+def test_without_replicas_nothing_carries_reader_urls() -> None:
+    """No replicas, no reader URLs: no reader secret on GCP (the API refuses an empty version), no
+    DATABASE_READER_URLS key in the AWS value nor line for Fly."""
+    targets = {name: target for t in ("aws", "gcp", "fly") for name, target in TARGETS[t].items()}
+    ev = run("aws", publish=targets, readReplicas=0)
+    urls = ev.outputs["serviceUrls"]
+    assert sorted(s.inputs["secretId"] for s in ev.of_type(GCP_SECRET)) == sorted(
+        f"gaia-staging-{s}-database-url" for s in SERVICES)
+    for version in ev.of_type(AWS_VERSION):
+        service = version.name.split("-publish-")[1].removesuffix("-aws-value")
+        assert json.loads(version.inputs["secretString"]) == {"DATABASE_URL": urls[service]}
+    (chat,) = [c for c in ev.of_type(COMMAND) if c.name.endswith("-chat-fly")]
+    assert chat.inputs["environment"]["GAIA_PUBLISH_VALUES"] == f"DATABASE_URL={urls['chat']}\n"
+
+
 def test_the_published_values_follow_the_active_login() -> None:
     """A credentialsVersion bump: the second logins' passwords are new (only theirs), and serviceUrls,
     serviceReaderUrls and every published value switch to gaia_<svc>_alt; the next bump switches back."""

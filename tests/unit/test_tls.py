@@ -158,6 +158,9 @@ def test_root_certificate_writes_the_ca_only_where_the_url_verifies_without_one(
         assert Path(path).read_text() == pem and Path(path).stat().st_mode & 0o077 == 0
         assert url.startswith(plain + "&sslrootcert=")
     assert not Path(path).exists()
+    pinned = plain.replace("verify-full", "verify-ca")  # Cloud SQL: its per-instance CA, no host name to match
+    with root_certificate(pinned, pem) as url:
+        assert Path(dict(parse_url(url).query)["sslrootcert"]).read_text() == pem
     for kept in (plain + "&sslrootcert=system", plain.replace("verify-full", "require"),
                  plain.replace("verify-full", "disable")):
         assert not needs_root_certificate(kept)
