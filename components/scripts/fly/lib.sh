@@ -111,7 +111,8 @@ else:
     sys.exit(f"unknown query {what}")
 PY
 
-fly_query() { python3 -c "$FLY_QUERY_PY" "$@"; }
+# -I -S: stdlib only, untouched by the caller's PYTHON* variables, user site or .pth files (and quicker to start).
+fly_query() { python3 -I -S -c "$FLY_QUERY_PY" "$@"; }
 
 # "absent", "present" or "elsewhere <org>" for $APP among the Postgres clusters the token can see.
 cluster_state() {

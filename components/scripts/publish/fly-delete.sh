@@ -6,7 +6,7 @@ require_env FLY_API_TOKEN GAIA_PUBLISH_APP
 unset FLY_ACCESS_TOKEN
 APP=$GAIA_PUBLISH_APP
 take_values
-if ! names=$(fly secrets list --app "$APP" --json 2>/dev/null | python3 -c 'import json,sys; print("\n".join(s["name"] for s in json.load(sys.stdin)))'); then
+if ! names=$(fly secrets list --app "$APP" --json 2>/dev/null | python3 -I -S -c 'import json,sys; print("\n".join(s["name"] for s in json.load(sys.stdin)))'); then
     say "$APP cannot be listed (destroyed already?); nothing to remove"
     exit 0
 fi

@@ -10,7 +10,7 @@ unset FLY_ACCESS_TOKEN
 APP=$GAIA_PUBLISH_APP
 take_values
 digest=$(publish_digest "fly:$APP")
-names=$(fly secrets list --app "$APP" --json | python3 -c 'import json,sys; print("\n".join(s["name"] for s in json.load(sys.stdin)))') ||
+names=$(fly secrets list --app "$APP" --json | python3 -I -S -c 'import json,sys; print("\n".join(s["name"] for s in json.load(sys.stdin)))') ||
     die "fly secrets list --app $APP failed (see above); check that the app exists and the token may manage it."
 if already_published "$digest" && has_all_names <<<"$names"; then
     say "$APP already has its ${NAMES[*]}; nothing to change (no new release)"

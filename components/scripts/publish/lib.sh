@@ -24,7 +24,7 @@ take_values() {
 # The digest of what this run would publish where: the target and the values (sha256; printed only to stdout, which
 # the program keeps secret).
 publish_digest() {
-    printf '%s\n%s' "$1" "$VALUES" | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+    printf '%s\n%s' "$1" "$VALUES" | python3 -I -S -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 }
 
 # True when the last run published exactly this (its stdout is handed back by pulumi-command).
