@@ -8,6 +8,8 @@ a second create finds the cluster, an update sees the machines the create made, 
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -65,12 +67,18 @@ class Program:
 
 def declare(env: str, cluster_stdout: str | None = None, **extra: Any) -> Program:
     """The program for Pulumi.<env>.yaml on Fly with the `gaia-db:` keys in `extra` on top, the stack's token and
-    admin password set to TOKEN and PASSWORD; `cluster_stdout` is what the cluster script printed, when it ran."""
-    config = provider_config(env, "fly", flyApiToken=TOKEN, **extra)
+    admin password set to TOKEN and PASSWORD; `cluster_stdout` is what the cluster script printed, when it ran.
+    Each distinct config is evaluated once; every caller gets its own copy (a test may change what it got)."""
+    return Program(copy.deepcopy(_evaluated(env, cluster_stdout, json.dumps(extra, sort_keys=True))))
+
+
+@functools.cache
+def _evaluated(env: str, cluster_stdout: str | None, extra: str) -> Evaluation:
+    config = provider_config(env, "fly", flyApiToken=TOKEN, **json.loads(extra))
     cloud = FakeCloud(passwords={"-admin-password": PASSWORD}, cluster_stdout=cluster_stdout)
-    program = Program(evaluate(env, config, cloud=cloud))
-    assert program.evaluation.outputs["databaseUrl"].endswith("?sslmode=disable")  # Fly Postgres serves no TLS
-    return program
+    evaluation = evaluate(env, config, cloud=cloud)
+    assert evaluation.outputs["databaseUrl"].endswith("?sslmode=disable")  # Fly Postgres serves no TLS
+    return evaluation
 
 
 # --- running the scripts ------------------------------------------------------------------------------------------
