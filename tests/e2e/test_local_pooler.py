@@ -57,6 +57,15 @@ def pooled(url: str, **overrides: Any) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=5, **overrides)
 
 
+def another_ca(directory: Path) -> Path:
+    """A self-signed CA of its own, in `directory`: nothing of the cluster chains to it."""
+    certificate = directory / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=another CA", "-keyout", str(directory / "other.key"),
+                    "-out", str(certificate)], check=True, capture_output=True)
+    return certificate
+
+
 def test_pooler_urls_go_through_pgbouncer_with_verified_tls_and_each_service_has_its_own_rights(
         stack: LocalStack) -> None:
     outputs = stack.evaluation.outputs
@@ -84,13 +93,8 @@ def test_a_wrong_password_plaintext_or_the_wrong_ca_is_refused(stack: LocalStack
         pooled(url.replace(password, "not-" + password[4:], 1)).close()
     with pytest.raises(psycopg.OperationalError):  # no TLS, no login: PgBouncer requires it
         pooled(url.split("?")[0], sslmode="disable").close()
-    other = tmp_path / "other-ca.crt"  # a CA of its own: PgBouncer's certificate does not chain to it
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-days", "1", "-subj", "/CN=another CA", "-keyout", str(tmp_path / "other.key"),
-                    "-out", str(other)],
-                   check=True, capture_output=True)
-    with pytest.raises(psycopg.OperationalError):
-        pooled(url, sslrootcert=str(other)).close()
+    with pytest.raises(psycopg.OperationalError):  # PgBouncer's certificate does not chain to another CA
+        pooled(url, sslrootcert=str(another_ca(tmp_path))).close()
 
 
 def test_the_admin_the_reader_and_the_auth_user_cannot_log_in_through_the_pooler(stack: LocalStack) -> None:
@@ -160,10 +164,7 @@ def test_pgbouncer_verifies_the_primary_it_hands_logins_to(stack: LocalStack, tm
     ca = stack.data_dir / "tls" / "ca.crt"
     real = tmp_path / "ca.crt"
     shutil.copy2(ca, real)  # the client keeps verifying PgBouncer itself with the cluster's CA
-    other = tmp_path / "other-ca.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-days", "1", "-subj", "/CN=another CA", "-keyout", str(tmp_path / "other.key"),
-                    "-out", str(other)], check=True, capture_output=True)
+    other = another_ca(tmp_path)
     pid = int((stack.data_dir / "pooler" / "pgbouncer.pid").read_text().split()[0])
 
     def server_connection_refused() -> bool:
