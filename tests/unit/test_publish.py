@@ -139,7 +139,9 @@ def test_without_replicas_nothing_carries_reader_urls() -> None:
     urls = ev.outputs["serviceUrls"]
     assert sorted(s.inputs["secretId"] for s in ev.of_type(GCP_SECRET)) == sorted(
         f"gaia-staging-{s}-database-url" for s in SERVICES)
-    for version in ev.of_type(AWS_VERSION):
+    versions = ev.of_type(AWS_VERSION)
+    assert len(versions) == len(SERVICES)
+    for version in versions:
         service = version.name.split("-publish-")[1].removesuffix("-aws-value")
         assert json.loads(version.inputs["secretString"]) == {"DATABASE_URL": urls[service]}
     (chat,) = [c for c in ev.of_type(COMMAND) if c.name.endswith("-chat-fly")]
