@@ -43,6 +43,23 @@ has_all_names() {
     done
 }
 
+# The start of the Fly scripts (fly.sh, fly-delete.sh): flyctl on PATH, the stack's token and app, the values taken.
+fly_start() {
+    command -v fly >/dev/null 2>&1 ||
+        die "fly (flyctl) is not installed; install it (https://fly.io/docs/flyctl/install/) and make sure fly is on PATH."
+    require_env FLY_API_TOKEN GAIA_PUBLISH_APP
+    # flyctl prefers FLY_ACCESS_TOKEN over FLY_API_TOKEN (internal/config/config.go): a token in the caller's shell
+    # must not override the stack's.
+    unset FLY_ACCESS_TOKEN
+    APP=$GAIA_PUBLISH_APP
+    take_values
+}
+
+# The names of $APP's secrets, one per line.
+fly_secret_names() {
+    fly secrets list --app "$APP" --json | python3 -I -S -c 'import json,sys; print("\n".join(s["name"] for s in json.load(sys.stdin)))'
+}
+
 # gh authenticates with GH_TOKEN, then GITHUB_TOKEN (cli/cli pkg/cmd/root/help_topic.go); only the token named for
 # publishing is handed to it, and a workflow's own GITHUB_TOKEN is refused up front.
 github_token() {
