@@ -100,15 +100,7 @@ if admin_login_works; then
   say "$admin already logs in with its password"
 else
   say "setting the password of $admin"
-  # The literal reaches psql on stdin (never argv); statement logging and pg_stat_statements are off for it.
-  literal=${admin_password//\'/\'\'}
-  if ! out=$(printf '%s\n' '\set VERBOSITY terse' "SET log_statement = 'none';" \
-      "SET log_min_duration_statement = -1;" "SET log_min_error_statement = panic;" \
-      "SET pg_stat_statements.track_utility = off;" "ALTER ROLE \"$admin\" PASSWORD '$literal';" \
-      | psql_super "$port" -q -d postgres 2>&1); then
-    say "${out//"$admin_password"/[secret]}"
-    die "Setting the password of $admin failed."
-  fi
+  set_password "$port" "$admin" "$admin_password"
   admin_login_works || die "$admin still cannot log in over verified TLS on 127.0.0.1:$port after its password was set."
 fi
 

@@ -271,6 +271,20 @@ psql_super() {
   as_server "$BINDIR/psql" -X -At -v ON_ERROR_STOP=1 -h "$RUN" -p "$port" -U "$SUPERUSER" "$@"
 }
 
+# Sets the password of role $2 to $3 on the node on port $1, or dies. The literal reaches psql on stdin (never argv);
+# statement logging and pg_stat_statements are off for it, and psql's error output is shown with it masked.
+set_password() {
+  local port=$1 role=$2 password=$3 literal out
+  literal=${password//\'/\'\'}
+  if ! out=$(printf '%s\n' '\set VERBOSITY terse' "SET log_statement = 'none';" \
+      "SET log_min_duration_statement = -1;" "SET log_min_error_statement = panic;" \
+      "SET pg_stat_statements.track_utility = off;" "ALTER ROLE \"$role\" PASSWORD '$literal';" \
+      | psql_super "$port" -q -d postgres 2>&1); then
+    say "${out//"$password"/[secret]}"
+    die "Setting the password of $role failed."
+  fi
+}
+
 # --- the pooler (pooler.sh): PgBouncer in $DATA/pooler ---------------------------------------------------------
 
 pooler_pid() {  # the running PgBouncer's pid, if its pid file names a live pgbouncer

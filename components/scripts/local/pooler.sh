@@ -93,13 +93,7 @@ auth_login_works() {  # the way PgBouncer logs in: TCP, verified TLS, SCRAM; the
 }
 if ! auth_login_works; then
   say "setting the password of $auth_user"
-  if ! out=$(printf '%s\n' '\set VERBOSITY terse' "SET log_statement = 'none';" \
-      "SET log_min_duration_statement = -1;" "SET log_min_error_statement = panic;" \
-      "SET pg_stat_statements.track_utility = off;" "ALTER ROLE \"$auth_user\" PASSWORD '$auth_password';" \
-      | psql_super "$port" -q -d postgres 2>&1); then
-    say "${out//"$auth_password"/[secret]}"
-    die "Setting the password of $auth_user failed."
-  fi
+  set_password "$port" "$auth_user" "$auth_password"
   auth_login_works || die "$auth_user still cannot log in over verified TLS on 127.0.0.1:$port after its password was set."
 fi
 
